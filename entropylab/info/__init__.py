@@ -1,0 +1,48 @@
+"""Information measures: entropies, divergences, mutual information, estimators.
+
+Pure ``jnp`` functions over arrays (jit-, vmap- and grad-safe). Natural log (nats) by
+default; pass ``base=2`` for bits. See :mod:`entropylab.info.discrete` and
+:mod:`entropylab.info.estimators`.
+"""
+
+from entropylab.info.discrete import (
+    conditional_entropy,
+    conditional_mutual_information,
+    cross_entropy,
+    entropy,
+    entropy_from_logits,
+    joint_entropy,
+    js_divergence,
+    kl_divergence,
+    mutual_information,
+    renyi_entropy,
+    symmetric_cross_entropy,
+    tsallis_entropy,
+)
+from entropylab.info.estimators import (
+    entropy_chao_shen,
+    entropy_grassberger,
+    entropy_miller_madow,
+    entropy_nsb,
+    entropy_plugin,
+)
+
+__all__ = [
+    "conditional_entropy",
+    "conditional_mutual_information",
+    "cross_entropy",
+    "entropy",
+    "entropy_chao_shen",
+    "entropy_from_logits",
+    "entropy_grassberger",
+    "entropy_miller_madow",
+    "entropy_nsb",
+    "entropy_plugin",
+    "joint_entropy",
+    "js_divergence",
+    "kl_divergence",
+    "mutual_information",
+    "renyi_entropy",
+    "symmetric_cross_entropy",
+    "tsallis_entropy",
+]

@@ -1,0 +1,1 @@
+"""Run directories, metrics, progress, orbax checkpoint/resume, device mesh."""
