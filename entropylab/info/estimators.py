@@ -158,6 +158,48 @@ def entropy_chao_shen(counts, base: Optional[float] = None) -> Array:
 # --------------------------------------------------------------------------- NSB
 
 
+_STIRLING_FROM = 10.0
+
+
+def _stirling_tail(x: Array) -> Array:
+  """lnGamma(x) - [(x - 1/2) ln x - x + ln(2 pi)/2] for x >= 10 (error < 1e-10)."""
+  r = 1.0 / x
+  r2 = r * r
+  return r * (1.0 / 12.0 - r2 * (1.0 / 360.0 - r2 / 1260.0))
+
+
+def _log_rising(b: Array, c: Array) -> Array:
+  """ln Gamma(b + c) - ln Gamma(b), stable in float32 for large b (b > 0, c >= 0).
+
+  For b >= 10 it uses Stirling's series written as differences of small terms,
+  (b - 1/2) log1p(c/b) + c (ln(b + c) - 1) + tail(b + c) - tail(b); below, the direct
+  difference of ``gammaln`` (both terms are then small enough for float32).
+  """
+  big = b >= _STIRLING_FROM
+  bb = jnp.where(big, b, _STIRLING_FROM)
+  stirling = ((bb - 0.5) * jnp.log1p(c / bb) + c * (jnp.log(bb + c) - 1.0)
+              + _stirling_tail(bb + c) - _stirling_tail(bb))
+  bs = jnp.where(big, 1.0, b)
+  direct = gammaln(bs + c) - gammaln(bs)
+  return jnp.where(c == 0, 0.0, jnp.where(big, stirling, direct))
+
+
+def _nsb_dxi(b: Array, k: Array) -> Array:
+  """d xi / d beta = K psi_1(K b + 1) - psi_1(b + 1) > 0 (NSB 2002, eq. 10).
+
+  For b >= 10 the two terms agree to O(1/b^2), so the series
+  (1 - 1/K)/(2 b^2) - (1 - 1/K^2)/(6 b^3) + (1 - 1/K^4)/(30 b^5) is used instead.
+  """
+  big = b >= _STIRLING_FROM
+  bb = jnp.where(big, b, _STIRLING_FROM)
+  ik = 1.0 / k
+  series = ((1.0 - ik) / (2.0 * bb ** 2) - (1.0 - ik ** 2) / (6.0 * bb ** 3)
+            + (1.0 - ik ** 4) / (30.0 * bb ** 5))
+  bs = jnp.where(big, 1.0, b)
+  direct = k * polygamma(1, k * bs + 1.0) - polygamma(1, bs + 1.0)
+  return jnp.where(big, series, direct)
+
+
 def _nsb_log_weight(log_beta: Array, c: Array, k: Array, n: Array) -> Array:
   """log of the NSB posterior density over log(beta), up to a constant.
 
@@ -166,11 +208,10 @@ def _nsb_log_weight(log_beta: Array, c: Array, k: Array, n: Array) -> Array:
   and xi(beta) = psi(K b + 1) - psi(b + 1) the prior mean entropy (eq. 10).
   ``log_beta: [G]``, ``c: [K]``; returns ``[G]``.
   """
-  b = jnp.exp(log_beta)[:, None]
-  kb = k * b[:, 0]
-  evidence = (gammaln(kb) - gammaln(n + kb)
-              + jnp.sum(gammaln(c[None, :] + b) - gammaln(b), axis=-1))
-  dxi = k * polygamma(1, kb + 1.0) - polygamma(1, b[:, 0] + 1.0)
+  b = jnp.exp(log_beta)
+  evidence = (-_log_rising(k * b, n)
+              + jnp.sum(_log_rising(b[:, None], c[None, :]), axis=-1))
+  dxi = _nsb_dxi(b, k)
   return evidence + jnp.log(jnp.maximum(dxi, jnp.finfo(dxi.dtype).tiny)) + log_beta
 
 
@@ -230,8 +271,9 @@ def entropy_nsb(counts, base: Optional[float] = None, *, coarse: int = 257,
     coarse, fine: odd numbers of grid points of the two stages.
 
   Returns:
-    ``[...]``, in ``[0, log K]``. Float32 unless x64 is enabled; use float64 for large
-    ``N`` (the log-evidence is a difference of terms of size ``N log N``).
+    ``[...]``, in ``[0, log K]``. The log-evidence uses Stirling differences where
+    ``beta >= 10``, so float32 agrees with float64 to ~1e-3 relative for the sizes in
+    the tests (N up to 10^5); float64 is exact to quadrature accuracy.
   """
   c = _prepare_counts(counts)
   _checks.check_base(base)

@@ -1,0 +1,1 @@
+"""Benchmarks of entropylab against naive and reference implementations."""
