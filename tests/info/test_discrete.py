@@ -363,3 +363,27 @@ def test_tolerance_is_stated_and_applied():
   info.entropy(jnp.array([0.5, 0.50005], jnp.float32))
   with pytest.raises(ValueError, match="within 0.0001"):
     info.entropy(jnp.array([0.5, 0.505], jnp.float32))
+
+
+@pytest.mark.parametrize("impl", ["_logits_entropy_one_pass", "_logits_entropy_two_pass"])
+def test_every_logits_kernel_is_accurate(impl):
+  # The accelerator kernels are chosen by platform; check each one here on the CPU.
+  from entropylab.info import discrete
+  fn = jax.jit(getattr(discrete, impl))
+  rng = np.random.default_rng(5)
+  cases = {
+      "normal": rng.normal(size=(6, 4096)) * 3.0,
+      "peaked": np.concatenate([np.full((2, 1), 30.0), rng.normal(size=(2, 999))], axis=1),
+      "huge": np.array([[1e4, -1e4, 0.0, 5.0], [60.0, 59.0, 0.0, -3.0]]),
+      "masked": np.array([[0.0, -np.inf, 0.0, -np.inf], [-49.0, -np.inf, -49.0, -49.0]]),
+  }
+  for name, logits in cases.items():
+    with np.errstate(invalid="ignore"):
+      p = scipy.special.softmax(logits, axis=-1)
+      ref = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
+    ours = np.asarray(fn(jnp.asarray(logits, jnp.float32)))
+    # float32: absolute error ~ eps * (|max| + H)
+    np.testing.assert_allclose(ours, ref, atol=2e-5 * (1 + np.abs(logits[np.isfinite(logits)]).max() / 50),
+                               err_msg=f"{impl} on {name}")
+  bf = fn(jnp.asarray(cases["normal"], jnp.bfloat16))
+  assert bf.dtype == jnp.bfloat16
