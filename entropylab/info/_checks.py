@@ -50,6 +50,16 @@ def normalization_atol(dtype) -> float:
   return NORMALIZATION_ATOL.get(np.dtype(dtype), DEFAULT_NORMALIZATION_ATOL)
 
 
+def _finite_non_negative(x: jnp.ndarray, name: str) -> np.ndarray:
+  """float64 copy of concrete ``x``; raises if any entry is NaN, infinite or negative."""
+  v = np.asarray(x, dtype=np.float64)
+  if not np.all(np.isfinite(v)):
+    raise ValueError(f"{name} contains NaN or infinite entries")
+  if np.any(v < 0):
+    raise ValueError(f"{name} has negative entries (min {v.min():.3g})")
+  return v
+
+
 def check_probabilities(p: jnp.ndarray, name: str, axis=-1) -> None:
   """Checks finite, non-negative entries that sum to one over ``axis``.
 
@@ -60,11 +70,7 @@ def check_probabilities(p: jnp.ndarray, name: str, axis=-1) -> None:
     raise ValueError(f"{name} is empty (shape {p.shape})")
   if not is_concrete(p):
     return
-  v = np.asarray(p, dtype=np.float64)
-  if not np.all(np.isfinite(v)):
-    raise ValueError(f"{name} contains NaN or infinite entries")
-  if np.any(v < 0):
-    raise ValueError(f"{name} has negative entries (min {v.min():.3g})")
+  v = _finite_non_negative(p, name)
   sums = v.sum(axis=axis)
   atol = normalization_atol(p.dtype)
   err = np.max(np.abs(sums - 1.0))
@@ -79,11 +85,7 @@ def check_counts(c: jnp.ndarray, name: str) -> None:
     raise ValueError(f"{name} must have a non-empty last axis of bins, got shape {c.shape}")
   if not is_concrete(c):
     return
-  v = np.asarray(c, dtype=np.float64)
-  if not np.all(np.isfinite(v)):
-    raise ValueError(f"{name} contains NaN or infinite entries")
-  if np.any(v < 0):
-    raise ValueError(f"{name} has negative entries (min {v.min():.3g})")
+  v = _finite_non_negative(c, name)
   if np.any(v.sum(axis=-1) <= 0):
     raise ValueError(f"{name} has a row with total count 0; at least one sample is needed")
 
