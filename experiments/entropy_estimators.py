@@ -16,7 +16,6 @@ estimator is best there).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import Mapping
 
@@ -25,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from entropylab import info
-from entropylab.runner.rundir import RunDir, write_json
+from entropylab.runner.cells import run_cells
+from entropylab.runner.rundir import RunDir
 
 import experiments
 
@@ -120,47 +120,32 @@ def _cell_id(dist: str, k: int, n: int) -> str:
 def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, object]:
   """Runs every (distribution, K, N) cell; returns the headline summary."""
   cfg.validate()
-  cells_dir = run_dir.path / "cells"
-  cells_dir.mkdir(exist_ok=True)
-  cells = [(d, k, n) for d in cfg.distributions for k in cfg.supports for n in cfg.sample_sizes]
-  metrics = run_dir.metrics
-  if not resume and metrics.path.exists():
-    metrics.path.unlink()
-  results: dict[tuple[str, int, int], dict] = {}
+  cells = [(_cell_id(d, k, n), (d, k, n))
+           for d in cfg.distributions for k in cfg.supports for n in cfg.sample_sizes]
+  base_key = jax.random.PRNGKey(cfg.seed)
 
-  from tqdm.auto import tqdm  # progress: cells, rate and ETA
-  bar = tqdm(total=len(cells), desc="entropy_estimators", unit="cell", disable=not cfg.progress)
-  with jax.enable_x64(True):
-    base_key = jax.random.PRNGKey(cfg.seed)
-    for step, (dist, k, n) in enumerate(cells):
-      path = cells_dir / f"{_cell_id(dist, k, n)}.json"
-      if resume and path.exists():
-        try:
-          results[(dist, k, n)] = json.loads(path.read_text())
-          bar.update(1)
-          continue
-        except json.JSONDecodeError:
-          pass  # a torn file from a kill: recompute the cell
-      p_np = make_distribution(dist, k, cfg)
-      h = true_entropy(p_np)
-      key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
-          base_key, DISTRIBUTIONS.index(dist)), k), n)
-      est = np.asarray(_estimate_cell_jit(key, jnp.asarray(p_np), n, cfg.replicates, cfg.estimators))
-      if not np.all(np.isfinite(est)):
-        raise FloatingPointError(f"non-finite estimate in cell {_cell_id(dist, k, n)}")
-      err = est - h
-      cell = {
-          "distribution": dist, "K": k, "N": n, "true_entropy": h,
-          "bias": {name: float(err[i].mean()) for i, name in enumerate(cfg.estimators)},
-          "rmse": {name: float(np.sqrt((err[i] ** 2).mean())) for i, name in enumerate(cfg.estimators)},
-          "std": {name: float(est[i].std(ddof=1)) for i, name in enumerate(cfg.estimators)},
-      }
-      write_json(path, cell)
-      metrics.append(step, **{"cell": _cell_id(dist, k, n), **{f"rmse_{a}": b for a, b in cell["rmse"].items()}})
-      results[(dist, k, n)] = cell
-      bar.update(1)
-  bar.close()
+  def compute(spec):
+    dist, k, n = spec
+    p_np = make_distribution(dist, k, cfg)
+    h = true_entropy(p_np)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
+        base_key, DISTRIBUTIONS.index(dist)), k), n)
+    with jax.enable_x64(True):
+      est = np.asarray(_estimate_cell_jit(key, jnp.asarray(p_np), n, cfg.replicates,
+                                          cfg.estimators))
+    if not np.all(np.isfinite(est)):
+      raise FloatingPointError(f"non-finite estimate in cell {_cell_id(dist, k, n)}")
+    err = est - h
+    return {
+        "distribution": dist, "K": k, "N": n, "true_entropy": h,
+        "bias": {name: float(err[i].mean()) for i, name in enumerate(cfg.estimators)},
+        "rmse": {name: float(np.sqrt((err[i] ** 2).mean())) for i, name in enumerate(cfg.estimators)},
+        "std": {name: float(est[i].std(ddof=1)) for i, name in enumerate(cfg.estimators)},
+    }
 
+  results = run_cells(run_dir, cells, compute, resume=resume, desc="entropy_estimators",
+                      progress=cfg.progress,
+                      metrics=lambda c: {f"rmse_{a}": b for a, b in c["rmse"].items()})
   _plot(cfg, results, run_dir)
   _write_table(cfg, results, run_dir)
   return _summary(cfg, results)
