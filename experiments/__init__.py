@@ -17,7 +17,10 @@ import importlib
 from typing import Any, Callable, Mapping
 
 # Modules that define experiments; each calls `register` at import.
-_MODULES = ("experiments.entropy_estimators",)
+_MODULES = (
+    "experiments.entropy_estimators",
+    "experiments.ebim_frontier",
+)
 
 
 @dataclasses.dataclass(frozen=True)
