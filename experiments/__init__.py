@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping
 _MODULES = (
     "experiments.entropy_estimators",
     "experiments.ebim_frontier",
+    "experiments.mec_gap",
+    "experiments.mecb_couplings",
 )
 
 

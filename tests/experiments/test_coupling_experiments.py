@@ -26,3 +26,31 @@ def test_ebim_frontier_small(tmp_path):
   assert summary["geometric_ebim_below_quantizer_rates"] == 0
   assert (tmp_path / "ebim_frontier.png").exists() and (tmp_path / "ebim_vs_quantizer.png").exists()
   assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 0
+
+
+def test_mec_gap_small(tmp_path):
+  from experiments import mec_gap
+  cfg = mec_gap.Config(sizes=(5, 50), pairs=6, progress=False)
+  summary = mec_gap.run(cfg, RunDir(tmp_path))
+  for n in ("5", "50"):
+    # greedy is above the bound and, by Compton et al., within log2(e)/e of OPT >= bound
+    assert 0.0 <= summary["gap_mean_bits"][n] <= summary["gap_max_bits"][n] < np.log2(np.e)
+  cells = [json.loads(p.read_text()) for p in sorted((tmp_path / "cells").glob("*.json"))]
+  for c in cells:
+    assert c["lower_bound_bits"] <= c["greedy_bits"] <= c["independent_bits"]
+  assert (tmp_path / "mec_gap.png").exists()
+
+
+def test_mecb_couplings_small(tmp_path):
+  from experiments import mecb_couplings
+  cfg = mecb_couplings.Config(sizes=(8,), compression=(1.0, 2.0, 4.0, 8.0), progress=False)
+  mecb_couplings.run(cfg, RunDir(tmp_path))
+  cells = sorted((json.loads(p.read_text()) for p in (tmp_path / "cells").glob("*.json")),
+                 key=lambda c: c["compression"])
+  # no bottleneck: MEC-B of two uniforms is a bijection, no randomness left
+  assert abs(cells[0]["H_Y_given_X"]) < 1e-9 and abs(cells[0]["I_XY"] - 3.0) < 1e-9
+  stoch = [c["H_Y_given_X"] for c in cells]
+  assert all(b >= a - 1e-9 for a, b in zip(stoch, stoch[1:]))  # more compression, more noise
+  for c in cells:
+    assert c["H_T"] <= c["rate_bits"] + 1e-9 and c["lemma1_slack_bits"] >= -1e-9
+    assert abs(c["H_XY"] - (3.0 + c["H_Y_given_X"])) < 1e-9
