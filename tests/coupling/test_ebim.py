@@ -29,39 +29,16 @@ from hypothesis import strategies as st
 
 from entropylab import info
 from entropylab.coupling.ebim import ebim, ebim_refine, uniform_quantizer
+from tests.coupling.reference import bits, mi_bits
 from tests.info.conftest import simplex
 
 P3 = np.array([0.7, 0.2, 0.1])
 FRONTIER_RATES = [0.1, 0.3, 0.5, 0.6, 0.8, 0.9, 1.0, 1.1]
 
 
-@pytest.fixture(params=["eager", "jit"])
-def variant(request):
-  """Runs a test un-jitted and jitted: ``variant(fn)(*args)``."""
-  if request.param == "jit":
-    return jax.jit
-  return lambda fn: fn
-
-
-@pytest.fixture
-def x64():
-  """Enables float64 inside one test only."""
-  with jax.enable_x64(True):
-    yield
 
 
 # --------------------------------------------------------------------------- numpy helpers
-
-
-def bits(p):
-  p = np.asarray(p, dtype=np.float64)
-  return -np.sum(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
-
-
-def mi_bits(pxt):
-  pxt = np.asarray(pxt, dtype=np.float64)
-  flat = pxt.reshape(pxt.shape[:-2] + (-1,))
-  return bits(pxt.sum(-1)) + bits(pxt.sum(-2)) - bits(flat)
 
 
 def h2(q):

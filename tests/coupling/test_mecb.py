@@ -18,33 +18,10 @@ from hypothesis import strategies as st
 from entropylab.coupling.ebim import ebim
 from entropylab.coupling.mec import greedy_mec
 from entropylab.coupling.mecb import MECBResult, mec_b
+from tests.coupling.reference import bits, mi_bits
 from tests.info.conftest import simplex
 
 
-@pytest.fixture(params=["eager", "jit"])
-def variant(request):
-  """Runs a test un-jitted and jitted: ``variant(fn)(*args)``."""
-  if request.param == "jit":
-    return jax.jit
-  return lambda fn: fn
-
-
-@pytest.fixture
-def x64():
-  """Enables float64 inside one test only."""
-  with jax.enable_x64(True):
-    yield
-
-
-def bits(p):
-  p = np.asarray(p, dtype=np.float64)
-  return -np.sum(np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
-
-
-def mi_bits(pab):
-  pab = np.asarray(pab, dtype=np.float64)
-  flat = pab.reshape(pab.shape[:-2] + (-1,))
-  return bits(pab.sum(-1)) + bits(pab.sum(-2)) - bits(flat)
 
 
 # a few (n, m) sizes: each new shape compiles the encoder and decoder loops once

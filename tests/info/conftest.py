@@ -1,24 +1,7 @@
-"""Fixtures shared by the info tests."""
+"""Strategies and generators shared by the info (and coupling) tests."""
 
-import jax
 import numpy as np
-import pytest
 from hypothesis import strategies as st
-
-
-@pytest.fixture(params=["eager", "jit"])
-def variant(request):
-  """Runs a test un-jitted and jitted: ``variant(fn)(*args)``."""
-  if request.param == "jit":
-    return jax.jit
-  return lambda fn: fn
-
-
-@pytest.fixture
-def x64():
-  """Enables float64 inside one test only."""
-  with jax.enable_x64(True):
-    yield
 
 
 def simplex(n_min=2, n_max=12, zeros=True):
