@@ -7,21 +7,30 @@ entropies in bits. Modules: :mod:`~entropylab.coupling.mec` (greedy MEC, bounds)
 
 from entropylab.coupling.ebim import ebim, ebim_refine, uniform_quantizer
 from entropylab.coupling.mec import (
+    coupling_entropy,
     greedy_mec,
+    greedy_mec_multi,
     greedy_mec_sparse,
     majorization_lower_bound,
     majorization_meet,
+    profile_lower_bound,
 )
 from entropylab.coupling.mecb import MECBResult, mec_b
 
 __all__ = [
-    "MECBResult",
-    "ebim",
-    "ebim_refine",
+    # mec
+    "coupling_entropy",
     "greedy_mec",
+    "greedy_mec_multi",
     "greedy_mec_sparse",
     "majorization_lower_bound",
     "majorization_meet",
-    "mec_b",
+    "profile_lower_bound",
+    # ebim
+    "ebim",
+    "ebim_refine",
     "uniform_quantizer",
+    # mecb
+    "MECBResult",
+    "mec_b",
 ]
