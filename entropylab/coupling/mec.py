@@ -288,6 +288,9 @@ def _scatter_dense(index: Array, mass: Array, sizes: Sequence[int]) -> Array:
   batch_shape = mass.shape[:-1]
   steps = mass.shape[-1]
   total = math.prod(sizes)
+  if total >= 2**31:
+    raise ValueError(f"the dense joint would have {total} cells per coupling (2^31 or more); "
+                     "use greedy_mec_sparse or greedy_mec_multi(..., sparse=True)")
   strides = np.cumprod([1] + list(sizes[:0:-1]))[::-1].astype(np.int64)
   flat = jnp.zeros(index.shape[:-1], jnp.int32)
   for axis, stride in enumerate(strides):
@@ -481,11 +484,12 @@ def profile_lower_bound(p, q, *more, base: Optional[float] = 2) -> Array:
 
   .. math:: H(\text{coupling}) \ge \int_0^1 -\log \min_i F_{p_i}(s)\, ds.
 
-  The bound is exact on a piecewise-constant integrand (breakpoints at the marginals'
-  increasing prefix sums), computed in ``O(N log N)`` for ``N = sum_i n_i``. It is not
-  always above :func:`majorization_lower_bound`: for ``p = (0.526, 0.474)``,
-  ``q = (4/7, 1/7, 1/7, 1/7)`` it is 1.7394 bits against 1.7434 (the authors' code
-  therefore also offers a combined "majorize-profile" bound, not provided here).
+  The integrand is piecewise constant (breakpoints at the marginals' increasing prefix
+  sums), so the integral is summed exactly, in ``O(N log N)`` for ``N = sum_i n_i``; this
+  is the computation of ``calc_profile`` in the authors' code. The bound is not always
+  above :func:`majorization_lower_bound`: for ``p = (0.526, 0.474)``,
+  ``q = (4/7, 1/7, 1/7, 1/7)`` it is 1.7396 bits against 1.7432 (the authors' code also
+  has a combined "majorize-profile" bound, not provided here).
 
   Args:
     p: ``[..., n]`` probabilities.
