@@ -129,7 +129,9 @@ def _dense_diff(ours, peer) -> float:
 
 
 def _kernel(batch: int, support: int) -> str:
-  vectorised = batch >= _mec._DENSE_MIN_BATCH and support <= _mec._DENSE_MAX_SUPPORT
+  """Which kernel ``entropylab.coupling.mec`` dispatches to (accelerators: vectorised)."""
+  vectorised = (jax.devices()[0].platform != "cpu"
+                or (batch >= _mec._DENSE_MIN_BATCH and support <= _mec._DENSE_MAX_SUPPORT))
   return "vectorised kernel" if vectorised else "tree kernel"
 
 
