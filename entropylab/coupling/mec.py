@@ -332,8 +332,8 @@ def greedy_mec_sparse(p, q) -> tuple[Array, Array, Array]:
     so ``mass > 0`` selects the used ones. ``rows, cols`` are int32; ``mass`` has the
     inputs' float dtype. Build the dense joint with a scatter-*add*,
     ``zeros((n, m)).at[rows, cols].add(mass)`` (an unused step adds 0 to cell (0, 0);
-    a scatter-*set* would overwrite it). The marginals are reproduced up to rounding of the
-    subtractions and ``|sum(p) - sum(q)|``, the mass that cannot be placed (about
+    a scatter-*set* would overwrite it). The marginals are reproduced up to rounding of
+    the subtractions and ``|sum(p) - sum(q)|``, the mass that cannot be placed (about
     ``1e-16`` in float64 for inputs normalised to float64 precision).
   """
   p, q = _prepare_marginals((p, q), ("p", "q"))
