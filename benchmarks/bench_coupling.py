@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_info import _host_cpu, command_line, device_tag, time_call
+from benchmarks.bench_info import _host_cpu, command_line, time_call, write_table
 from entropylab.coupling import greedy_mec, greedy_mec_sparse
 from entropylab.coupling import mec as _mec
 
@@ -301,12 +301,7 @@ def to_markdown(results, meta) -> str:
 def main(argv=None) -> int:
   args = parse_args(argv)
   results, meta = run(args)
-  table = to_markdown(results, meta)
-  print(table)
-  args.out.mkdir(parents=True, exist_ok=True)
-  path = args.out / f"bench_coupling_{device_tag(meta['device'])}.md"
-  path.write_text(table, encoding="utf-8")
-  print(f"wrote {path}")
+  write_table(args.out, "bench_coupling", meta["device"], to_markdown(results, meta))
   bad = [f"{r['case']} {r['dtype']}" for r in results if r["diff"] > TOL]
   if bad:
     print(f"couplings differ from the peer beyond {TOL:g}: {', '.join(bad)}", file=sys.stderr)

@@ -168,6 +168,16 @@ def _fmt_ms(s):
 # --------------------------------------------------------------------------- benchmark
 
 
+def write_table(out_dir, stem: str, device, table: str):
+  """Prints ``table`` and saves it as ``<out_dir>/<stem>_<device tag>.md``."""
+  print(table)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  path = out_dir / f"{stem}_{device_tag(device)}.md"
+  path.write_text(table, encoding="utf-8")
+  print(f"wrote {path}")
+  return path
+
+
 def parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_info",
                                    description=__doc__.split("\n\n")[0])
@@ -296,12 +306,7 @@ def to_markdown(results, meta) -> str:
 def main(argv=None) -> int:
   args = parse_args(argv)
   results, meta = run(args)
-  table = to_markdown(results, meta)
-  print(table)
-  args.out.mkdir(parents=True, exist_ok=True)
-  path = args.out / f"bench_info_{device_tag(meta['device'])}.md"
-  path.write_text(table, encoding="utf-8")
-  print(f"wrote {path}")
+  write_table(args.out, "bench_info", meta["device"], to_markdown(results, meta))
   bad = [r["case"] for r in results if r.get("rel_err", 0.0) > REL_TOL]
   if bad:
     print(f"values differ from the peer beyond rel {REL_TOL:g}: {', '.join(bad)}",
