@@ -2,10 +2,25 @@
 
 Pure ``jnp`` + ``lax`` over probability vectors (no flax, no brax); rates and
 entropies in bits. Modules: :mod:`~entropylab.coupling.mec` (greedy MEC, bounds),
-:mod:`~entropylab.coupling.ebim` (encoder), :mod:`~entropylab.coupling.mecb` (MEC-B).
+:mod:`~entropylab.coupling.ebim` (encoder), :mod:`~entropylab.coupling.mecb` (MEC-B),
+:mod:`~entropylab.coupling.imec` (iterative MEC encoder/decoder for large messages).
 """
 
 from entropylab.coupling.ebim import ebim, ebim_refine, uniform_quantizer
+from entropylab.coupling.imec import (
+    IMECState,
+    IMECTrace,
+    blocks_to_message,
+    imec_block_entropies,
+    imec_decode,
+    imec_decode_message,
+    imec_decode_step,
+    imec_encode,
+    imec_encode_step,
+    imec_init,
+    imec_token_distribution,
+    message_to_blocks,
+)
 from entropylab.coupling.mec import (
     coupling_entropy,
     greedy_mec,
@@ -33,4 +48,17 @@ __all__ = [
     # mecb
     "MECBResult",
     "mec_b",
+    # imec
+    "IMECState",
+    "IMECTrace",
+    "blocks_to_message",
+    "imec_block_entropies",
+    "imec_decode",
+    "imec_decode_message",
+    "imec_decode_step",
+    "imec_encode",
+    "imec_encode_step",
+    "imec_init",
+    "imec_token_distribution",
+    "message_to_blocks",
 ]

@@ -2,9 +2,9 @@
 
 Independent references written here, in plain NumPy/Python:
 
-* ``slow_greedy``: Kocaoglu et al. (AAAI 2017), Algorithm 1 as a loop over
-  ``numpy.argmax`` (lowest index on ties) in the input's dtype; ours must return the
-  identical steps.
+* ``slow_greedy`` (in ``reference.py``): Kocaoglu et al. (AAAI 2017), Algorithm 1 as a
+  loop over ``numpy.argmax`` (lowest index on ties) in the input's dtype; ours must
+  return the identical steps.
 * ``exact_mec_bits``: the exact minimum-entropy coupling of tiny supports by enumerating
   the vertices of the transportation polytope (see its docstring for why that is exact).
 * ``slow_profile_bits``: the profile bound of Compton et al. (AISTATS 2023) evaluated
@@ -26,31 +26,13 @@ from hypothesis import strategies as st
 
 from entropylab import coupling
 from entropylab.coupling import mec
-from tests.coupling.reference import bits
+from tests.coupling.reference import bits, slow_greedy
 
 LOG2E = math.log2(math.e)
 COMPTON_GAP = LOG2E / math.e  # ~0.5307 bits, Compton et al. (AISTATS 2023)
 
 
 # --------------------------------------------------------------------------- references
-
-
-def slow_greedy(marginals, dtype=np.float64):
-  """Algorithm 1 step by step: ``(index [S, k], mass [S])``, unused steps 0 / index 0."""
-  res = [np.array(m, dtype=dtype) for m in marginals]
-  steps = sum(len(r) for r in res) - len(res) + 1
-  index = np.zeros((steps, len(res)), np.int64)
-  mass = np.zeros(steps, dtype)
-  for t in range(steps):
-    tops = [int(np.argmax(r)) for r in res]
-    r = min(res[i][j] for i, j in enumerate(tops))
-    if r <= 0:  # some marginal is used up: nothing more can be placed
-      break
-    for i, j in enumerate(tops):
-      res[i][j] = res[i][j] - r
-    index[t] = tops
-    mass[t] = r
-  return index, mass
 
 
 def to_dense(index, mass, sizes):
