@@ -2,7 +2,9 @@
 
 Pure ``jnp`` functions over arrays (jit-, vmap- and grad-safe). Natural log (nats) by
 default; pass ``base=2`` for bits. See :mod:`entropylab.info.discrete` and
-:mod:`entropylab.info.estimators`.
+:mod:`entropylab.info.estimators` (distributions and counts), :mod:`entropylab.info.knn`
+(nearest-neighbour estimators from samples) and :mod:`entropylab.info.gaussian`
+(Gaussian closed forms).
 """
 
 from entropylab.info.discrete import (
@@ -19,6 +21,14 @@ from entropylab.info.discrete import (
     symmetric_cross_entropy,
     tsallis_entropy,
 )
+from entropylab.info.gaussian import gaussian_entropy, gaussian_mutual_information
+from entropylab.info.knn import (
+    conditional_mutual_information_ksg,
+    entropy_knn,
+    kl_divergence_knn,
+    mutual_information_ksg,
+    transfer_entropy_ksg,
+)
 from entropylab.info.estimators import (
     entropy_chao_shen,
     entropy_grassberger,
@@ -30,6 +40,13 @@ from entropylab.info.estimators import (
 __all__ = [
     "conditional_entropy",
     "conditional_mutual_information",
+    "conditional_mutual_information_ksg",
+    "entropy_knn",
+    "gaussian_entropy",
+    "gaussian_mutual_information",
+    "kl_divergence_knn",
+    "mutual_information_ksg",
+    "transfer_entropy_ksg",
     "cross_entropy",
     "entropy",
     "entropy_chao_shen",
