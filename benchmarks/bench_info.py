@@ -10,7 +10,10 @@ Cases:
 
     The two internal forms of the kernel are timed as extra rows:
     ``_logits_entropy_two_pass`` (what ``entropy_from_logits`` runs) and
-    ``_logits_entropy_one_pass`` (a variadic ``lax.reduce`` that reads the array once).
+    ``_logits_entropy_one_pass`` (a variadic ``lax.reduce`` that reads the array once);
+    on accelerators also the Pallas kernel ``_pallas.logits_entropy_pallas`` at a few
+    tile shapes (a candidate not yet dispatched to; a tile shape that fails to compile
+    is reported and skipped).
     Effective bandwidth is the logits array's bytes divided by the time per call. The
     goal is a time within 1.5x of the read floor. That is a memory-bound yardstick and
     meaningful on a GPU; on a CPU ``exp`` is compute-bound, so there the ratio only says
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import functools
 import os
 import platform as _platform
 import re
@@ -51,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from entropylab.info import entropy, entropy_from_logits
+from entropylab.info import _pallas
 from entropylab.info import discrete as _discrete
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -60,6 +65,8 @@ VOCAB = 32768
 PROB_SHAPE = (10_000, 1_000)
 REL_TOL = 1e-3
 FLOOR_GOAL = 1.5
+# (block_rows, block_cols) of the Pallas kernel timed on accelerators.
+PALLAS_TILES = ((1, 4096), (4, 2048), (8, 1024), (16, 512))
 
 
 # --------------------------------------------------------------------------- timing
@@ -210,14 +217,24 @@ def run(args) -> tuple[list[dict], dict]:
   t_naive, h_naive = time_call(jax.jit(naive_logits_entropy), x, **timing)
   results.append(dict(case="read floor `x.sum(-1)`", shape=shape_a, device=kind,
                       ours=t_floor, gbs=nbytes / t_floor / 1e9, floor=1.0))
-  candidates = (
+  candidates = [
       ("`entropy_from_logits`", jax.jit(entropy_from_logits)),
       ("`_logits_entropy_two_pass`", jax.jit(_discrete._logits_entropy_two_pass)),
       ("`_logits_entropy_one_pass` (lax.reduce)",
        jax.jit(_discrete._logits_entropy_one_pass)),
-  )
+  ]
+  if device.platform != "cpu":
+    # The Pallas candidate (not dispatched to yet), at a few tile shapes.
+    for rows_, cols_ in PALLAS_TILES:
+      candidates.append((f"`logits_entropy_pallas` ({rows_}x{cols_} tiles)",
+                         functools.partial(_pallas.logits_entropy_pallas, block_rows=rows_,
+                                           block_cols=cols_)))
   for name, fn in candidates:
-    t, h = time_call(fn, x, **timing)
+    try:
+      t, h = time_call(fn, x, **timing)
+    except Exception as e:  # a kernel that does not compile here is reported, not fatal
+      print(f"{name}: failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+      continue
     abs_err, rel_err = _diff(h, h_naive)
     results.append(dict(case=name, shape=shape_a, device=kind, ours=t,
                         gbs=nbytes / t / 1e9, floor=t / t_floor,
