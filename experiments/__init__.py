@@ -22,6 +22,7 @@ _MODULES = (
     "experiments.ebim_frontier",
     "experiments.mec_gap",
     "experiments.mecb_couplings",
+    "experiments.information_estimators",
 )
 
 
