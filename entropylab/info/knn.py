@@ -117,6 +117,22 @@ def _check_mesh(mesh) -> None:
     raise TypeError(f"mesh must be a jax.sharding.Mesh or None, got {type(mesh).__name__}")
 
 
+def _prepare_paired(samples: dict, k, base, block_size, mesh):
+  """Checks paired samples (same ``N``) and the shared options; casts to one dtype.
+
+  Returns ``(arrays, k, block)``.
+  """
+  arrays = [_prepare_samples(v, name) for name, v in samples.items()]
+  _check_same_length(arrays, list(samples))
+  n = arrays[0].shape[0]
+  k = _check_k(k, n)
+  _checks.check_base(base)
+  _check_mesh(mesh)
+  block = _check_block_size(block_size, n)
+  dtype = jnp.result_type(*(a.dtype for a in arrays))
+  return [a.astype(dtype) for a in arrays], k, block
+
+
 def _max_multiplicity(x: Array, within: Optional[Array] = None) -> int:
   """Largest number of rows of ``within`` (default ``x``) equal to a row of ``x``."""
   a = np.ascontiguousarray(np.asarray(x))
@@ -449,18 +465,9 @@ def mutual_information_ksg(x, y, k: int = 3, variant: int = 1, base: Optional[fl
   Returns:
     ``[]`` the estimate in nats (or ``base`` units).
   """
-  x = _prepare_samples(x, "x")
-  y = _prepare_samples(y, "y")
-  _check_same_length((x, y), ("x", "y"))
-  n = x.shape[0]
-  k = _check_k(k, n)
   if variant not in (1, 2) or isinstance(variant, bool):
     raise ValueError(f"variant must be 1 or 2, got {variant!r}")
-  _checks.check_base(base)
-  _check_mesh(mesh)
-  block = _check_block_size(block_size, n)
-  dtype = jnp.result_type(x.dtype, y.dtype)
-  x, y = x.astype(dtype), y.astype(dtype)
+  (x, y), k, block = _prepare_paired({"x": x, "y": y}, k, base, block_size, mesh)
   return _checks.to_base(_mi_ksg(x, y, k, variant, block, mesh), base)
 
 
@@ -499,17 +506,7 @@ def conditional_mutual_information_ksg(x, y, z, k: int = 3, base: Optional[float
   Returns:
     ``[]`` the estimate in nats (or ``base`` units).
   """
-  x = _prepare_samples(x, "x")
-  y = _prepare_samples(y, "y")
-  z = _prepare_samples(z, "z")
-  _check_same_length((x, y, z), ("x", "y", "z"))
-  n = x.shape[0]
-  k = _check_k(k, n)
-  _checks.check_base(base)
-  _check_mesh(mesh)
-  block = _check_block_size(block_size, n)
-  dtype = jnp.result_type(x.dtype, y.dtype, z.dtype)
-  x, y, z = x.astype(dtype), y.astype(dtype), z.astype(dtype)
+  (x, y, z), k, block = _prepare_paired({"x": x, "y": y, "z": z}, k, base, block_size, mesh)
   return _checks.to_base(_cmi_ksg(x, y, z, k, block, mesh), base)
 
 
