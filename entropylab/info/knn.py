@@ -56,6 +56,11 @@ NORMS = ("euclidean", "max")
 # (32, 128), (64, 256), (64, 512), (128, 256), (128, 1024) on a 2-core CPU).
 _BLOCK = 32
 _CHUNK = 128
+# The counting sweep uses blocks of _COUNT_BLOCK_FACTOR * block queries and chunks of
+# _COUNT_CHUNK points: on 4-D spaces at N = 10^4, (128, 1024) took 150 ms against 187 ms
+# for (32, 128) on a 2-core CPU.
+_COUNT_BLOCK_FACTOR = 4
+_COUNT_CHUNK = 1024
 # Up to this k the k nearest neighbours are found by k passes of min; above, lax.top_k.
 _SELECT_MAX_K = 16
 
@@ -336,8 +341,8 @@ def _knn_search(queries: Array, points: Array, k: int, norm: str, same: bool, bl
   return dist[inverse], srt.order[pos[inverse]]
 
 
-def _count_within(space: Array, radius: Array, strict: bool, block: int, chunk: int,
-                  mesh) -> Array:
+def _count_within(space: Array, radius: Array, strict: bool, block: int, mesh,
+                  chunk: int = _COUNT_CHUNK) -> Array:
   """``[N]`` number of other points of ``space [N, d]`` within max-norm ``radius [N]``
   (``<`` if ``strict`` else ``<=``) of each point. One-dimensional spaces are counted
   with two binary searches; others with the sweep of :func:`_knn_search`."""
@@ -359,6 +364,8 @@ def _count_within(space: Array, radius: Array, strict: bool, block: int, chunk: 
     return (jnp.maximum(upper - lower, 0) - itself).astype(jnp.int32)
   srt, _ = _sort_by_widest(space)
   r_sorted = radius[srt.order]
+  # Counting has no top-k selection, so larger tiles pay off (see _COUNT_CHUNK).
+  block = min(block * _COUNT_BLOCK_FACTOR, n)
   chunk = min(chunk, n)
 
   def count_block(rows, pts, key, r_all):
@@ -478,10 +485,10 @@ def _mi_ksg(x, y, k, variant, block, mesh):
   dist, idx = _knn_search(xy, xy, k, "max", True, block, _CHUNK, mesh)
   psi = lambda v: digamma(jnp.asarray(v, x.dtype))
   if variant == 1:
-    nx, ny = (_count_within(s, dist[:, -1], True, block, _CHUNK, mesh) for s in (x, y))
+    nx, ny = (_count_within(s, dist[:, -1], True, block, mesh) for s in (x, y))
     return psi(k) + psi(n) - jnp.mean(psi(nx + 1) + psi(ny + 1))
   nx, ny = (_count_within(s, jnp.max(jnp.max(jnp.abs(s[idx] - s[:, None, :]), axis=-1), axis=1),
-                          False, block, _CHUNK, mesh) for s in (x, y))
+                          False, block, mesh) for s in (x, y))
   return psi(k) - 1.0 / k + psi(n) - jnp.mean(psi(nx) + psi(ny))
 
 
@@ -516,7 +523,7 @@ def _cmi_ksg(x, y, z, k, block, mesh):
   eps = _knn_search(xyz, xyz, k, "max", True, block, _CHUNK, mesh)[0][:, -1]
   xz = jnp.concatenate([x, z], axis=1)
   yz = jnp.concatenate([y, z], axis=1)
-  nxz, nyz, nz = (_count_within(s, eps, True, block, _CHUNK, mesh) for s in (xz, yz, z))
+  nxz, nyz, nz = (_count_within(s, eps, True, block, mesh) for s in (xz, yz, z))
   psi = lambda v: digamma(jnp.asarray(v, x.dtype))
   return psi(k) - jnp.mean(psi(nxz + 1) + psi(nyz + 1) - psi(nz + 1))
 

@@ -283,6 +283,26 @@ def test_blocks_mesh_jit_and_vmap_give_the_same_estimate(x64):
   np.testing.assert_allclose(batched, [info.entropy_knn(a, k=3) for a in xs], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("same", [True, False])
+def test_sweep_internals_exact_with_tiny_tiles(x64, same):
+  """Many blocks and chunks per block (block 7, chunk 5): the sweep's stopping rule,
+  chunk masking and reordering must still give brute force's neighbours and counts."""
+  rng = np.random.default_rng(15)
+  p = rng.normal(size=(300, 3))
+  q = p if same else rng.normal(size=(260, 3))
+  for norm, order in (("max", np.inf), ("euclidean", 2)):
+    dist, idx = knn._knn_search(jnp.asarray(p), jnp.asarray(q), 4, norm, same, 7, 5, None)
+    full = np.linalg.norm(p[:, None] - q[None], ord=order, axis=-1)
+    if same:
+      np.fill_diagonal(full, np.inf)
+    np.testing.assert_allclose(dist, np.sort(full, axis=1)[:, :4], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(full[np.arange(300)[:, None], np.asarray(idx)], dist, atol=1e-14)
+  radius = rng.uniform(0.1, 1.0, size=300)
+  for strict in (True, False):
+    got = knn._count_within(jnp.asarray(p), jnp.asarray(radius), strict, 2, None, chunk=5)
+    np.testing.assert_array_equal(got, _count(p, radius, strict))
+
+
 def test_large_k_uses_top_k_and_float32_close_to_float64():
   rng = np.random.default_rng(13)
   x = rng.normal(size=(300, 2))
