@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_info import _host_cpu, command_line, time_call, write_table
+from benchmarks.bench_info import _host_cpu, command_line, finish, time_call
 from entropylab.coupling import greedy_mec, greedy_mec_sparse
 from entropylab.coupling import mec as _mec
 
@@ -301,12 +301,9 @@ def to_markdown(results, meta) -> str:
 def main(argv=None) -> int:
   args = parse_args(argv)
   results, meta = run(args)
-  write_table(args.out, "bench_coupling", meta["device"], to_markdown(results, meta))
   bad = [f"{r['case']} {r['dtype']}" for r in results if r["diff"] > TOL]
-  if bad:
-    print(f"couplings differ from the peer beyond {TOL:g}: {', '.join(bad)}", file=sys.stderr)
-    return 1
-  return 0
+  return finish(args.out, "bench_coupling", meta["device"], to_markdown(results, meta), bad,
+                f"couplings differ from the peer beyond {TOL:g}")
 
 
 if __name__ == "__main__":

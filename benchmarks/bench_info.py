@@ -185,6 +185,16 @@ def write_table(out_dir, stem: str, device, table: str):
   return path
 
 
+def finish(out_dir, stem: str, device, table: str, failures, what: str) -> int:
+  """Writes the table (:func:`write_table`); with failures, prints ``what: failures`` to
+  stderr and returns exit status 1, else 0."""
+  write_table(out_dir, stem, device, table)
+  if failures:
+    print(f"{what}: {'; '.join(failures)}", file=sys.stderr)
+    return 1
+  return 0
+
+
 def parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_info",
                                    description=__doc__.split("\n\n")[0])
@@ -323,13 +333,9 @@ def to_markdown(results, meta) -> str:
 def main(argv=None) -> int:
   args = parse_args(argv)
   results, meta = run(args)
-  write_table(args.out, "bench_info", meta["device"], to_markdown(results, meta))
   bad = [r["case"] for r in results if r.get("rel_err", 0.0) > REL_TOL]
-  if bad:
-    print(f"values differ from the peer beyond rel {REL_TOL:g}: {', '.join(bad)}",
-          file=sys.stderr)
-    return 1
-  return 0
+  return finish(args.out, "bench_info", meta["device"], to_markdown(results, meta), bad,
+                f"values differ from the peer beyond rel {REL_TOL:g}")
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_info import _block, _host_cpu, command_line, time_call, write_table
+from benchmarks.bench_info import _block, _host_cpu, command_line, finish, time_call
 from entropylab.info import diffusion_spectral_entropy, mutual_information_ksg
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -373,13 +373,8 @@ def to_markdown(results, meta) -> str:
 def main(argv=None) -> int:
   args = parse_args(argv)
   results, meta = run(args)
-  write_table(args.out, "bench_info_samples", meta["device"], to_markdown(results, meta))
-  bad = _failures(results)
-  if bad:
-    print("estimates differ from the peer beyond tolerance: " + "; ".join(bad),
-          file=sys.stderr)
-    return 1
-  return 0
+  return finish(args.out, "bench_info_samples", meta["device"], to_markdown(results, meta),
+                _failures(results), "estimates differ from the peer beyond tolerance")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 r"""Iterative minimum-entropy coupling (iMEC): an encoder/decoder pair for large messages.
 
 Schroeder de Witt, Sokota, Kolter, Foerster & Strohmeier, "Perfectly secure
-steganography using minimum entropy coupling", ICLR 2023 (Algorithms 1 and 2). A
-uniformly distributed message ``M`` is hidden in a sequence of tokens
+steganography using minimum entropy coupling", ICLR 2023 (arXiv:2210.14889; the iMEC
+encoder and decoder). A uniformly distributed message ``M`` is hidden in a sequence of tokens
 :math:`x_1, x_2, \dots` whose distributions :math:`p_1, p_2, \dots` (a language model's
 next-token distribution, a policy's action distribution, ...) are known to both sides.
 The message space is too large to enumerate, so it is factored into blocks
@@ -20,9 +20,9 @@ The message space is too large to enumerate, so it is factored into blocks
    of the block given the token.
 
 Because the coupling's column marginal is :math:`p_t`, a uniform message makes every
-token distributed exactly as :math:`p_t` given the past (perfect security, their
-Theorem 1), and the product of the block beliefs is the exact posterior of ``M`` given
-the tokens. The encoder can stop once every block's belief entropy is below a
+token distributed exactly as :math:`p_t` given the past (perfect security: their result
+that a procedure induced by couplings is perfectly secure), and the product of the block
+beliefs is the exact posterior of ``M`` given the tokens. The encoder can stop once every block's belief entropy is below a
 threshold: the receiver's MAP guess is then the message.
 
 The decoder recomputes the same couplings from the same beliefs and distributions, so
@@ -223,70 +223,63 @@ def _block_entropies(beliefs: Array) -> Array:
   return jnp.sum(_mec._neg_xlogx(beliefs), axis=-1) / jnp.log(jnp.asarray(2.0, beliefs.dtype))
 
 
-def _first_argmax(x: Array) -> Array:
-  return jnp.argmax(x).astype(jnp.int32)
+class _Step(NamedTuple):
+  """This step's coupling: the block coupled next and its greedy cells with ``p``."""
+
+  beliefs: Array  # [K, n] in the common dtype
+  p: Array        # [m] in the common dtype
+  block: Array    # [] int32, the highest-entropy block (lowest index on ties)
+  rows: Array     # [S] block values of the cells
+  cols: Array     # [S] tokens of the cells
+  mass: Array     # [S] cell masses (0 for unused steps)
 
 
-def _couple(belief: Array, p: Array):
-  """Greedy coupling cells ``(rows, cols, mass)`` of one block belief and ``p``."""
-  index, mass = _mec._greedy_sparse(belief, p)
-  return index[:, 0], index[:, 1], mass
+def _couple_next(beliefs: Array, p: Array) -> _Step:
+  """Both sides' shared computation: pick the block, couple its belief with ``p``."""
+  dtype = jnp.result_type(beliefs.dtype, p.dtype)
+  beliefs, p = beliefs.astype(dtype), p.astype(dtype)
+  block = jnp.argmax(_block_entropies(beliefs)).astype(jnp.int32)
+  index, mass = _mec._greedy_sparse(beliefs[block], p)
+  return _Step(beliefs, p, block, index[:, 0], index[:, 1], mass)
 
 
-def _select(beliefs: Array) -> Array:
-  return _first_argmax(_block_entropies(beliefs))
-
-
-def _update(beliefs: Array, block: Array, rows: Array, cols: Array, mass: Array,
-            token: Array) -> Array:
-  """Sets block ``block``'s belief to the coupling's normalised column ``token``."""
-  column = jnp.where(cols == token, mass, 0.0)
-  post = jnp.zeros(beliefs.shape[1], beliefs.dtype).at[rows].add(column)
+def _update(step: _Step, token: Array) -> Array:
+  """The beliefs with the coupled block set to the normalised column ``token``."""
+  column = jnp.where(step.cols == token, step.mass, 0.0)
+  post = jnp.zeros(step.beliefs.shape[1], step.beliefs.dtype).at[step.rows].add(column)
   total = jnp.sum(post)
   # A token outside the coupling's support (p[token] = 0) carries no information about
   # the block: keep the old belief rather than divide by zero.
-  new = jnp.where(total > 0, post / jnp.where(total > 0, total, 1.0), beliefs[block])
-  return beliefs.at[block].set(new)
-
-
-def _common_dtype(beliefs: Array, p: Array):
-  return jnp.result_type(beliefs.dtype, p.dtype)
+  new = jnp.where(total > 0, post / jnp.where(total > 0, total, 1.0), step.beliefs[step.block])
+  return step.beliefs.at[step.block].set(new)
 
 
 @jax.jit
 def _encode_step(key: Array, beliefs: Array, message: Array, p: Array):
-  dtype = _common_dtype(beliefs, p)
-  beliefs, p = beliefs.astype(dtype), p.astype(dtype)
-  block = _select(beliefs)
-  rows, cols, mass = _couple(beliefs[block], p)
-  weights = jnp.where(rows == message[block], mass, 0.0)
+  step = _couple_next(beliefs, p)
+  weights = jnp.where(step.rows == message[step.block], step.mass, 0.0)
   key_cell, key_fallback = jax.random.split(key)
   cell = jax.random.categorical(key_cell, jnp.log(weights))
   # The true value always keeps positive belief (its row is where the last token was
   # drawn from), so its row is never empty; the fallback only guards against underflow.
-  fallback = jax.random.categorical(key_fallback, jnp.log(p)).astype(jnp.int32)
-  token = jnp.where(jnp.any(weights > 0), cols[cell], fallback)
-  return token, _update(beliefs, block, rows, cols, mass, token), block
+  fallback = jax.random.categorical(key_fallback, jnp.log(step.p)).astype(jnp.int32)
+  token = jnp.where(jnp.any(weights > 0), step.cols[cell], fallback)
+  return token, _update(step, token), step.block
 
 
 @jax.jit
 def _decode_step(beliefs: Array, p: Array, token: Array):
-  dtype = _common_dtype(beliefs, p)
-  beliefs, p = beliefs.astype(dtype), p.astype(dtype)
-  block = _select(beliefs)
-  rows, cols, mass = _couple(beliefs[block], p)
-  return _update(beliefs, block, rows, cols, mass, token), block
+  step = _couple_next(beliefs, p)
+  return _update(step, token), step.block
 
 
 @jax.jit
 def _token_distribution(beliefs: Array, message: Array, p: Array) -> Array:
-  dtype = _common_dtype(beliefs, p)
-  beliefs, p = beliefs.astype(dtype), p.astype(dtype)
-  block = _select(beliefs)
-  rows, cols, mass = _couple(beliefs[block], p)
-  row = jnp.zeros(p.shape[0], dtype).at[cols].add(jnp.where(rows == message[block], mass, 0.0))
+  step = _couple_next(beliefs, p)
+  weights = jnp.where(step.rows == message[step.block], step.mass, 0.0)
+  row = jnp.zeros(step.p.shape[0], step.p.dtype).at[step.cols].add(weights)
   total = jnp.sum(row)
-  return jnp.where(total > 0, row / jnp.where(total > 0, total, 1.0), p)
+  return jnp.where(total > 0, row / jnp.where(total > 0, total, 1.0), step.p)
 
 
 # --------------------------------------------------------------------------- public steps
@@ -324,7 +317,7 @@ def imec_token_distribution(state: IMECState, message, p) -> Array:
   r"""The distribution the encoder samples the next token from.
 
   :math:`\gamma(\cdot \mid m_k) = \gamma(m_k, \cdot)/\mu_k(m_k)` for the block ``k``
-  coupled next (Schroeder de Witt et al. 2023, Algorithm 1). Averaged over the belief,
+  coupled next (Schroeder de Witt et al. 2023, the iMEC encoder). Averaged over the belief,
   :math:`\sum_v \mu_k(v)\,\gamma(\cdot \mid v) = p` (the coupling's column marginal):
   this is the perfect-security property, and what the tests check.
 
@@ -346,7 +339,7 @@ def imec_token_distribution(state: IMECState, message, p) -> Array:
 def imec_encode_step(key: Array, state: IMECState, message, p) -> tuple[Array, IMECState]:
   r"""One iMEC encoder step: sample a token carrying information about ``message``.
 
-  Schroeder de Witt et al. (ICLR 2023), Algorithm 1, one iteration: couple the
+  Schroeder de Witt et al. (ICLR 2023), one iteration of the iMEC encoder: couple the
   highest-entropy block belief :math:`\mu_k` with ``p`` (greedy MEC), sample
   :math:`x \sim \gamma(\cdot \mid m_k)` and update :math:`\mu_k \leftarrow
   \gamma(\cdot, x)/p(x)`. The update equals :func:`imec_decode_step` on the same token,
@@ -380,7 +373,7 @@ def imec_encode_step(key: Array, state: IMECState, message, p) -> tuple[Array, I
 def imec_decode_step(state: IMECState, p, token) -> IMECState:
   r"""One iMEC decoder step: update the block beliefs from an observed token.
 
-  Schroeder de Witt et al. (ICLR 2023), Algorithm 2, one iteration: couple the
+  Schroeder de Witt et al. (ICLR 2023), one iteration of the iMEC decoder: couple the
   highest-entropy block belief :math:`\mu_k` with ``p`` exactly as the encoder did and
   set :math:`\mu_k \leftarrow \gamma(\cdot, x)/p(x)`.
 
@@ -444,7 +437,7 @@ def imec_encode(key: Array, message, dists, block_bits: int,
                 threshold: float = DEFAULT_THRESHOLD_BITS) -> IMECTrace:
   r"""iMEC encoder over a sequence of known token distributions.
 
-  Schroeder de Witt et al. (ICLR 2023), Algorithm 1, run for ``T`` steps as one
+  Schroeder de Witt et al. (ICLR 2023), the iMEC encoder, run for ``T`` steps as one
   ``lax.scan`` (see :func:`imec_encode_step` for the step and for distributions that
   depend on past tokens). With a uniformly random message every token is distributed
   exactly as ``dists[t]``; the message is recovered by :func:`imec_decode` from
@@ -477,7 +470,7 @@ def imec_encode(key: Array, message, dists, block_bits: int,
 def imec_decode(tokens, dists, block_bits: int, num_blocks: int) -> tuple[Array, IMECState]:
   r"""iMEC decoder: recover the message blocks from the tokens.
 
-  Schroeder de Witt et al. (ICLR 2023), Algorithm 2: replay the encoder's block choices
+  Schroeder de Witt et al. (ICLR 2023), the iMEC decoder: replay the encoder's block choices
   and couplings from uniform beliefs and the observed tokens, then take each block's
   MAP value. The final beliefs are the exact posterior of the message given the
   tokens (the product of the block beliefs).

@@ -1,7 +1,7 @@
 """Confidence gain and CK-PLUG: entropy-triggered control of knowledge reliance.
 
-Bi, Liu, Wang, Xu, Fang, Mei & Cheng, "Parameters vs. Context: Fine-Grained Control of
-Knowledge Reliance in Language Models" (arXiv:2503.15888, 2025), the CK-PLUG method.
+Bi et al., "Parameters vs. Context: Fine-Grained Control of Knowledge Reliance in
+Language Models" (arXiv:2503.15888, 2025), the CK-PLUG method.
 A language model predicts the next token twice: from the query alone (the
 *parametric* prediction :math:`p(x|X_q)`) and from retrieved context plus query (the
 *contextual* prediction :math:`p(x|X_r+X_q)`). Where adding the context makes the

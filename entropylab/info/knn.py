@@ -52,13 +52,13 @@ Array = jax.Array
 
 NORMS = ("euclidean", "max")
 # Queries per block and candidate points per chunk of the sweep: a block holds
-# block * chunk distances at a time (16 kB in float32; measured fastest of
-# (32, 128), (64, 256), (64, 512), (128, 256), (128, 1024) on a 2-core CPU).
+# block * chunk distances at a time (16 kB in float32). Both tile shapes here were
+# picked by timing a few candidates on a 2-core CPU (1+1 and 4+4 samples, N = 10^4);
+# benchmarks/bench_info_samples.py measures the result against the peers.
 _BLOCK = 32
 _CHUNK = 128
-# The counting sweep uses blocks of _COUNT_BLOCK_FACTOR * block queries and chunks of
-# _COUNT_CHUNK points: on 4-D spaces at N = 10^4, (128, 1024) took 150 ms against 187 ms
-# for (32, 128) on a 2-core CPU.
+# The counting sweep has no top-k selection, so it takes larger tiles: blocks of
+# _COUNT_BLOCK_FACTOR * block queries and chunks of _COUNT_CHUNK points.
 _COUNT_BLOCK_FACTOR = 4
 _COUNT_CHUNK = 1024
 # Up to this k the k nearest neighbours are found by k passes of min; above, lax.top_k.
@@ -364,7 +364,6 @@ def _count_within(space: Array, radius: Array, strict: bool, block: int, mesh,
     return (jnp.maximum(upper - lower, 0) - itself).astype(jnp.int32)
   srt, _ = _sort_by_widest(space)
   r_sorted = radius[srt.order]
-  # Counting has no top-k selection, so larger tiles pay off (see _COUNT_CHUNK).
   block = min(block * _COUNT_BLOCK_FACTOR, n)
   chunk = min(chunk, n)
 

@@ -1,8 +1,7 @@
 r"""Diffusion spectral entropy and mutual information of point clouds.
 
 Diffusion spectral entropy (DSE) and diffusion spectral mutual information (DSMI) of
-Liao, Liu, Christensen, Tong, Huguet, Wolf, Nickel, Adelstein & Krishnaswamy,
-"Assessing Neural Network Representations During Training Using Noise-Resilient
+Liao, Liu et al., "Assessing Neural Network Representations During Training Using Noise-Resilient
 Diffusion Spectral Entropy" (ICML 2023 TAG-ML workshop; IEEE CISS 2024;
 arXiv:2312.04823). The definitions follow the authors' package ``dse-dsmi`` 1.1
 (``dse_dsmi.diffusion_spectral_entropy`` and

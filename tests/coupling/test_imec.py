@@ -2,7 +2,7 @@
 
 References and exact properties used here:
 
-* ``slow_imec``: Schroeder de Witt et al. (ICLR 2023), Algorithms 1-2 written as a plain
+* ``slow_imec``: Schroeder de Witt et al. (ICLR 2023), the iMEC encoder and decoder written as a plain
   NumPy loop over ``reference.slow_greedy``; our beliefs, block choices and token
   distributions must match it.
 * Perfect security, exactly: by enumerating every message and every token sequence of
