@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from entropylab.info import _checks
+from entropylab.info import _checks, _pallas
 
 Array = jax.Array
 
@@ -115,12 +115,25 @@ def _logits_entropy_one_pass(x: Array) -> Array:
   return jnp.log(s) - u / s
 
 
+def _logits_entropy_cuda(x: Array) -> Array:
+  """NVIDIA GPUs: the Pallas streaming kernel (:mod:`entropylab.info._pallas`) in tiles of
+  one row by 4096 columns, the fastest tile shape measured; float64 logits (which the
+  kernel would round to float32) and empty batches keep the one-pass reduction."""
+  if x.dtype == jnp.float64 or x.size == 0:
+    return _logits_entropy_one_pass(x)
+  rows = x.reshape(-1, x.shape[-1])
+  h = _pallas.logits_entropy_pallas(rows, block_rows=1, block_cols=4096)
+  return h.reshape(x.shape[:-1])
+
+
 @jax.custom_jvp
 def _entropy_from_logits_last(logits: Array) -> Array:
-  # Accelerators are bound by memory reads: one pass. On CPU the exps dominate and the
-  # two-pass form (one exp per element, no rescaling) is faster and more accurate.
-  # Measured in benchmarks/results/bench_info_*.md.
+  # Accelerators are bound by memory reads: one read of the logits, by the Pallas kernel
+  # on NVIDIA GPUs and by XLA's variadic reduction elsewhere. On CPU the exps dominate
+  # and the two-pass form (one exp per element, no rescaling) is faster and more
+  # accurate. Measured in benchmarks/results/bench_info_*.md.
   return lax.platform_dependent(logits, cpu=_logits_entropy_two_pass,
+                                cuda=_logits_entropy_cuda,
                                 default=_logits_entropy_one_pass)
 
 
@@ -140,8 +153,8 @@ def entropy_from_logits(logits, axis: int = -1, base: Optional[float] = None) ->
 
   :math:`H = \log \sum_j e^{z_j} - \sum_j e^{z_j} z_j / \sum_j e^{z_j}` with
   :math:`z = l - \max l`, no probability array materialised. On GPU/TPU one streaming
-  pass (a variadic reduction carrying max, sum and weighted sum) reads the logits once;
-  on CPU ``-sum softmax(l) log_softmax(l)``, which XLA:CPU fuses into one loop. Gradient (custom JVP)
+  pass carrying max, sum and weighted sum reads the logits once (a Pallas kernel on
+  NVIDIA GPUs for 16- and 32-bit floats, else a variadic reduction); on CPU ``-sum softmax(l) log_softmax(l)``, which XLA:CPU fuses into one loop. Gradient (custom JVP)
   :math:`\partial H/\partial l_i = -p_i(\log p_i + H)`.
 
   Args:

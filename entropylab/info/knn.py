@@ -16,11 +16,15 @@ by the distances to their ``k``-th nearest neighbours:
   densities via k-nearest-neighbor distances", IEEE Trans. IT 55 (2009), eq. 17.
 
 All results are in nats (``base=2`` for bits). Samples are rows: ``x: [N, d]`` (a 1-D
-``[N]`` array is one dimension). The neighbour search is exact: a sweep along the
-widest coordinate that scans, for each block of queries, only the sorted strip that can
-hold a closer point (see ``_knn_search``), in chunks, so memory stays
-``O(N + block_size * chunk)``; counts in one-dimensional spaces are two binary searches.
-Given a ``jax.sharding.Mesh`` (:func:`entropylab.runner.devices.make_mesh`) the query
+``[N]`` array is one dimension). The neighbour search is exact and blocked, in one of
+two forms picked by platform (``lax.platform_dependent``). On CPUs, a sweep along the
+widest coordinate scans, for each block of queries, only the sorted strip that can hold
+a closer point (see ``_knn_sweep``), in chunks, so memory stays
+``O(N + block_size * chunk)``. On accelerators each block of queries is compared with
+every point (``_knn_dense``): ``O(N^2 d)`` work in large regular tiles, memory
+``O(N + block_size * N)``, the block by default as large as keeps ``block_size * N``
+within ``2**24`` distances. Counts in one-dimensional spaces are two binary searches on
+every platform. Given a ``jax.sharding.Mesh`` (:func:`entropylab.runner.devices.make_mesh`) the query
 blocks are split over its devices. Every estimator is jit-able and vmap-able.
 
 Ties and duplicates. The estimators assume continuous distributions. Kraskov et al.
@@ -63,6 +67,13 @@ _COUNT_BLOCK_FACTOR = 4
 _COUNT_CHUNK = 1024
 # Up to this k the k nearest neighbours are found by k passes of min; above, lax.top_k.
 _SELECT_MAX_K = 16
+# Distances in up to this many dimensions are built coordinate by coordinate.
+_UNROLL_DIMS = 16
+# Accelerators compare each block of queries with every point (``_knn_dense``,
+# ``_count_dense``): by default a block holds at most this many distances (64 MiB in
+# float32), so that a few large tiles keep the device busy instead of many small loops.
+_DENSE_ELEMENTS = 1 << 24
+METHODS = ("sweep", "dense")
 
 
 # --------------------------------------------------------------------------- checks
@@ -107,9 +118,10 @@ def _check_same_length(arrays, names) -> None:
     raise ValueError(f"the samples must have the same number of rows: {shapes}")
 
 
-def _check_block_size(block_size, n: int) -> int:
+def _check_block_size(block_size, n: int) -> Optional[int]:
+  """``None`` (each search picks its default) or a validated block of at most ``n``."""
   if block_size is None:
-    return int(min(_BLOCK, n))
+    return None
   if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)):
     raise TypeError(f"block_size must be an int or None, got {type(block_size).__name__}")
   if block_size < 1:
@@ -125,7 +137,7 @@ def _check_mesh(mesh) -> None:
 def _prepare_paired(samples: dict, k, base, block_size, mesh):
   """Checks paired samples (same ``N``) and the shared options; casts to one dtype.
 
-  Returns ``(arrays, k, block)``.
+  Returns ``(arrays, k, block)``; ``block`` is ``None`` for the searches' defaults.
   """
   arrays = [_prepare_samples(v, name) for name, v in samples.items()]
   _check_same_length(arrays, list(samples))
@@ -161,11 +173,52 @@ def _check_no_degenerate_neighbours(x: Array, k: int, name: str) -> None:
 
 
 def _distances(a: Array, b: Array, norm: str) -> Array:
-  """``[q, d]`` x ``[N, d]`` -> ``[q, N]`` exact pairwise distances."""
-  diff = a[:, None, :] - b[None, :, :]
-  if norm == "max":
-    return jnp.max(jnp.abs(diff), axis=-1)
-  return jnp.sqrt(jnp.sum(diff * diff, axis=-1))
+  """``[q, d]`` x ``[N, d]`` -> ``[q, N]`` exact pairwise distances.
+
+  Up to ``_UNROLL_DIMS`` dimensions the coordinates are combined one by one, so the result
+  is elementwise in ``a`` and ``b``: XLA fuses it into the reduction that consumes it and
+  never writes the ``[q, N]`` distances (the dense search recomputes them per pass)."""
+  d = a.shape[1]
+  if d > _UNROLL_DIMS:
+    diff = a[:, None, :] - b[None, :, :]
+    if norm == "max":
+      return jnp.max(jnp.abs(diff), axis=-1)
+    return jnp.sqrt(jnp.sum(diff * diff, axis=-1))
+  out = None
+  for j in range(d):
+    diff = a[:, j, None] - b[None, :, j]
+    term = jnp.abs(diff) if norm == "max" else diff * diff
+    out = term if out is None else (jnp.maximum(out, term) if norm == "max" else out + term)
+  return out if norm == "max" else jnp.sqrt(out)
+
+
+def _lexicographic_min(a, b):
+  """Reducer of ``(value, index)`` pairs: the smaller value, the smaller index on ties."""
+  (av, ai), (bv, bi) = a, b
+  take_b = (bv < av) | ((bv == av) & (bi < ai))
+  return jnp.where(take_b, bv, av), jnp.where(take_b, bi, ai)
+
+
+def _smallest_k_in_passes(distances, k: int, n: int, exclude: Optional[Array]):
+  """The ``k`` smallest of ``distances() [q, n]`` per row, ascending, and their columns,
+  in ``k`` passes that each recompute the distances inside one variadic reduction: pass
+  ``j`` takes the lexicographically smallest ``(distance, column)`` after the one of
+  pass ``j - 1``, so ties go to the lower column as in :func:`_smallest_k`. ``exclude
+  [q]``: a column per row to leave out (the query itself), or ``None``."""
+  vals, idxs = [], []
+  prev_v = prev_i = None
+  for _ in range(k):
+    d = distances()
+    cols = lax.broadcasted_iota(jnp.int32, d.shape, 1)
+    ok = jnp.ones(d.shape, bool) if exclude is None else cols != exclude[:, None]
+    if prev_v is not None:
+      ok = ok & ((d > prev_v[:, None]) | ((d == prev_v[:, None]) & (cols > prev_i[:, None])))
+    init = (jnp.array(jnp.inf, d.dtype), jnp.array(n, jnp.int32))
+    prev_v, prev_i = lax.reduce((jnp.where(ok, d, jnp.inf), jnp.where(ok, cols, n)), init,
+                                _lexicographic_min, (1,))
+    vals.append(prev_v)
+    idxs.append(prev_i)
+  return jnp.stack(vals, axis=1), jnp.stack(idxs, axis=1)
 
 
 def _smallest_k(d: Array, k: int) -> tuple[Array, Array]:
@@ -222,7 +275,8 @@ def _first_true(key: Array, pred) -> Array:
     ok = pred(key[jnp.minimum(mid, n - 1)])
     return jnp.where(active & ~ok, mid + 1, lo), jnp.where(active & ok, mid, hi)
 
-  return lax.fori_loop(0, int(n).bit_length(), step, (lo, hi))[0]
+  # Unrolled: a fixed, short trip count, and no loop for GPUs to synchronise on.
+  return lax.fori_loop(0, int(n).bit_length(), step, (lo, hi), unroll=True)[0]
 
 
 def _key_slack(key: Array, radius: Array) -> Array:
@@ -265,12 +319,68 @@ def _scan_range(lo: Array, hi: Array, chunk: int, n: int, init, body):
   return lax.while_loop(lambda state: state[0] < trips, step, (jnp.int32(0), init))[1]
 
 
-def _knn_search(queries: Array, points: Array, k: int, norm: str, same: bool, block: int,
-                chunk: int, mesh) -> tuple[Array, Array]:
+def _by_platform(method: Optional[str], sweep, dense, *args):
+  """``sweep(*args)`` on CPUs and ``dense(*args)`` elsewhere, or the one ``method`` names
+  (``"sweep"`` or ``"dense"``) on any platform."""
+  if method == "sweep":
+    return sweep(*args)
+  if method == "dense":
+    return dense(*args)
+  if method is not None:
+    raise ValueError(f"method must be one of {METHODS} or None, got {method!r}")
+  return lax.platform_dependent(*args, cpu=sweep, default=dense)
+
+
+def _sweep_block(block: Optional[int], n: int) -> int:
+  return int(min(_BLOCK if block is None else block, n))
+
+
+def _dense_block(block: Optional[int], n_queries: int, n_points: int) -> int:
+  if block is None:
+    block = max(1, _DENSE_ELEMENTS // n_points)
+  return int(min(block, n_queries))
+
+
+def _knn_search(queries: Array, points: Array, k: int, norm: str, same: bool,
+                block: Optional[int], mesh, method: Optional[str] = None,
+                chunk: int = _CHUNK) -> tuple[Array, Array]:
   """Exact k nearest ``points`` of every query: distances ``[Nq, k]`` (ascending) and the
   points' original indices. ``same``: queries are the points, each excluding itself.
 
-  A sort-and-sweep search along the points' widest coordinate (the key). Queries go in
+  CPUs run :func:`_knn_sweep` (blocks of ``block``, default 32, queries), accelerators
+  :func:`_knn_dense` (blocks of ``block`` queries, default as many as keep a block's
+  distances within ``_DENSE_ELEMENTS``); ``method`` picks one on any platform. Both are
+  exact; with ties at the k-th distance they may pick different (equally near) points.
+  """
+  nq, n = queries.shape[0], points.shape[0]
+  sweep = functools.partial(_knn_sweep, k=k, norm=norm, same=same,
+                            block=_sweep_block(block, nq), chunk=chunk, mesh=mesh)
+  dense = functools.partial(_knn_dense, k=k, norm=norm, same=same,
+                            block=_dense_block(block, nq, n), mesh=mesh)
+  return _by_platform(method, sweep, dense, queries, points)
+
+
+def _knn_dense(queries: Array, points: Array, k: int, norm: str, same: bool, block: int,
+               mesh) -> tuple[Array, Array]:
+  """:func:`_knn_search` by brute force: each block of ``block`` queries against all
+  ``N`` points (``block * N`` distances at a time), then the ``k`` smallest per row.
+  ``O(Nq N d)`` work in a few large, regular tiles: the form that suits GPUs."""
+
+  def top_k_block(rows, q, p):
+    distances = lambda: _distances(q[rows], p, norm)
+    if k <= _SELECT_MAX_K:
+      return _smallest_k_in_passes(distances, k, p.shape[0], rows if same else None)
+    d = distances()
+    if same:
+      d = jnp.where(lax.broadcasted_iota(jnp.int32, d.shape, 1) == rows[:, None], jnp.inf, d)
+    return _smallest_k(d, k)
+
+  return _map_blocks(top_k_block, queries.shape[0], block, (queries, points), mesh)
+
+
+def _knn_sweep(queries: Array, points: Array, k: int, norm: str, same: bool, block: int,
+               chunk: int, mesh) -> tuple[Array, Array]:
+  """:func:`_knn_search` by a sort-and-sweep search along the points' widest coordinate (the key). Queries go in
   blocks of ``block`` consecutive keys; each block scans the sorted points outwards from
   its own keys, a chunk of ``chunk`` points at a time on the nearer side, keeping every
   query's running top k. A side is finished once its next point is farther *in the key
@@ -341,11 +451,12 @@ def _knn_search(queries: Array, points: Array, k: int, norm: str, same: bool, bl
   return dist[inverse], srt.order[pos[inverse]]
 
 
-def _count_within(space: Array, radius: Array, strict: bool, block: int, mesh,
-                  chunk: int = _COUNT_CHUNK) -> Array:
+def _count_within(space: Array, radius: Array, strict: bool, block: Optional[int], mesh,
+                  method: Optional[str] = None, chunk: int = _COUNT_CHUNK) -> Array:
   """``[N]`` number of other points of ``space [N, d]`` within max-norm ``radius [N]``
   (``<`` if ``strict`` else ``<=``) of each point. One-dimensional spaces are counted
-  with two binary searches; others with the sweep of :func:`_knn_search`."""
+  with two binary searches on every platform; others as :func:`_knn_search` picks its
+  method (:func:`_count_sweep` on CPUs, :func:`_count_dense` elsewhere)."""
   n = space.shape[0]
   if space.shape[1] == 1:
     key = jnp.sort(space[:, 0])
@@ -362,9 +473,35 @@ def _count_within(space: Array, radius: Array, strict: bool, block: int, mesh,
     itself = (radius > 0) if strict else jnp.ones_like(radius, dtype=bool)
     # (With radius 0 and <, the range is empty and lower passes upper.)
     return (jnp.maximum(upper - lower, 0) - itself).astype(jnp.int32)
+  sweep = functools.partial(_count_sweep, strict=strict,
+                            block=min(_sweep_block(block, n) * _COUNT_BLOCK_FACTOR, n),
+                            chunk=chunk, mesh=mesh)
+  dense = functools.partial(_count_dense, strict=strict, block=_dense_block(block, n, n),
+                            mesh=mesh)
+  return _by_platform(method, sweep, dense, space, radius)
+
+
+def _count_dense(space: Array, radius: Array, strict: bool, block: int, mesh) -> Array:
+  """:func:`_count_within` by brute force, ``block`` points against all at a time."""
+
+  def count_block(rows, pts, r_all):
+    d = _distances(pts[rows], pts, "max")
+    r = r_all[rows][:, None]
+    inside = (d < r) if strict else (d <= r)
+    inside = inside & (lax.broadcasted_iota(jnp.int32, d.shape, 1) != rows[:, None])
+    return jnp.sum(inside, axis=1, dtype=jnp.int32)
+
+  return _map_blocks(count_block, space.shape[0], block, (space, radius), mesh)
+
+
+def _count_sweep(space: Array, radius: Array, strict: bool, block: int, chunk: int,
+                 mesh) -> Array:
+  """:func:`_count_within` by the sweep of :func:`_knn_sweep`: each block of ``block``
+  points scans, in chunks of ``chunk``, the sorted strip within its radii in the key."""
+  n = space.shape[0]
   srt, _ = _sort_by_widest(space)
   r_sorted = radius[srt.order]
-  block = min(block * _COUNT_BLOCK_FACTOR, n)
+  block = min(block, n)
   chunk = min(chunk, n)
 
   def count_block(rows, pts, key, r_all):
@@ -412,7 +549,8 @@ def entropy_knn(x, k: int = 3, norm: str = "euclidean", base: Optional[float] = 
     k: the neighbour order (3 is the usual choice).
     norm: ``"euclidean"`` or ``"max"``.
     base: log base; ``None`` for nats, 2 for bits.
-    block_size: queries per block of the exact search (default 32).
+    block_size: queries per block of the exact search (default 32 on CPUs, and on
+      accelerators as many as keep ``block_size * N`` within ``2**24`` distances).
     mesh: a ``jax.sharding.Mesh`` to split the query blocks over its devices.
 
   Returns:
@@ -436,7 +574,7 @@ def entropy_knn(x, k: int = 3, norm: str = "euclidean", base: Optional[float] = 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def _entropy_knn(x, k, norm, block, mesh):
   n, d = x.shape
-  dist, _ = _knn_search(x, x, k, norm, True, block, _CHUNK, mesh)
+  dist, _ = _knn_search(x, x, k, norm, True, block, mesh)
   r = dist[:, -1]
   log_r = jnp.where(r > 0, jnp.log(jnp.where(r > 0, r, 1.0)), jnp.nan)
   return (digamma(jnp.asarray(n, x.dtype)) - digamma(jnp.asarray(k, x.dtype))
@@ -465,7 +603,8 @@ def mutual_information_ksg(x, y, k: int = 3, variant: int = 1, base: Optional[fl
     k: the neighbour order.
     variant: 1 or 2.
     base: log base; ``None`` for nats, 2 for bits.
-    block_size: queries per block of the exact search (default 32).
+    block_size: queries per block of the exact search (default 32 on CPUs, and on
+      accelerators as many as keep ``block_size * N`` within ``2**24`` distances).
     mesh: a ``jax.sharding.Mesh`` to split the query blocks over its devices.
 
   Returns:
@@ -481,7 +620,7 @@ def mutual_information_ksg(x, y, k: int = 3, variant: int = 1, base: Optional[fl
 def _mi_ksg(x, y, k, variant, block, mesh):
   n = x.shape[0]
   xy = jnp.concatenate([x, y], axis=1)
-  dist, idx = _knn_search(xy, xy, k, "max", True, block, _CHUNK, mesh)
+  dist, idx = _knn_search(xy, xy, k, "max", True, block, mesh)
   psi = lambda v: digamma(jnp.asarray(v, x.dtype))
   if variant == 1:
     nx, ny = (_count_within(s, dist[:, -1], True, block, mesh) for s in (x, y))
@@ -506,7 +645,8 @@ def conditional_mutual_information_ksg(x, y, z, k: int = 3, base: Optional[float
     x, y, z: ``[N]`` or ``[N, d]`` samples with the same ``N > k``.
     k: the neighbour order.
     base: log base; ``None`` for nats, 2 for bits.
-    block_size: queries per block of the exact search (default 32).
+    block_size: queries per block of the exact search (default 32 on CPUs, and on
+      accelerators as many as keep ``block_size * N`` within ``2**24`` distances).
     mesh: a ``jax.sharding.Mesh`` to split the query blocks over its devices.
 
   Returns:
@@ -519,7 +659,7 @@ def conditional_mutual_information_ksg(x, y, z, k: int = 3, base: Optional[float
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _cmi_ksg(x, y, z, k, block, mesh):
   xyz = jnp.concatenate([x, y, z], axis=1)
-  eps = _knn_search(xyz, xyz, k, "max", True, block, _CHUNK, mesh)[0][:, -1]
+  eps = _knn_search(xyz, xyz, k, "max", True, block, mesh)[0][:, -1]
   xz = jnp.concatenate([x, z], axis=1)
   yz = jnp.concatenate([y, z], axis=1)
   nxz, nyz, nz = (_count_within(s, eps, True, block, mesh) for s in (xz, yz, z))
@@ -629,8 +769,8 @@ def kl_divergence_knn(x, y, k: int = 1, base: Optional[float] = None,
 def _kl_knn(x, y, k, block, mesh):
   n, d = x.shape
   m = y.shape[0]
-  rho = _knn_search(x, x, k, "euclidean", True, block, _CHUNK, mesh)[0][:, -1]
-  nu = _knn_search(x, y, k, "euclidean", False, block, _CHUNK, mesh)[0][:, -1]
+  rho = _knn_search(x, x, k, "euclidean", True, block, mesh)[0][:, -1]
+  nu = _knn_search(x, y, k, "euclidean", False, block, mesh)[0][:, -1]
   ok = (rho > 0) & (nu > 0)
   ratio = jnp.where(ok, jnp.log(jnp.where(ok, nu, 1.0)) - jnp.log(jnp.where(ok, rho, 1.0)),
                     jnp.nan)

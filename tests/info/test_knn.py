@@ -283,15 +283,52 @@ def test_blocks_mesh_jit_and_vmap_give_the_same_estimate(x64):
   np.testing.assert_allclose(batched, [info.entropy_knn(a, k=3) for a in xs], rtol=0, atol=1e-12)
 
 
+def test_dense_search_gives_the_sweeps_estimates(x64, monkeypatch):
+  """Every estimator with the accelerators' brute-force search forced on CPU (also over a
+  4-device mesh and under vmap) equals the CPU default, the sweep."""
+  rng = np.random.default_rng(16)
+  x, y, z = rng.normal(size=(157, 2)), rng.normal(size=(157, 1)), rng.normal(size=(157, 2))
+  y = y + x[:, :1]
+  ties = rng.integers(0, 4, size=(157, 2)).astype(float)  # ties in the marginal counts
+  s = rng.normal(size=400)
+  t = 0.8 * np.roll(s, 1) + 0.6 * rng.normal(size=400)
+  mesh = make_mesh()
+  cases = {
+      "entropy euclidean": lambda: info.entropy_knn(x, k=3),
+      "entropy max": lambda: info.entropy_knn(x, k=2, norm="max"),
+      "entropy k=20": lambda: info.entropy_knn(x, k=20),  # lax.top_k, not passes
+      "mi 1": lambda: info.mutual_information_ksg(x, y, k=3),
+      "mi 2": lambda: info.mutual_information_ksg(x, y, k=3, variant=2),
+      "mi ties": lambda: info.mutual_information_ksg(ties, z, k=3),
+      "mi mesh": lambda: info.mutual_information_ksg(x, z, k=4, block_size=9, mesh=mesh),
+      "cmi": lambda: info.conditional_mutual_information_ksg(x, y, z, k=3),
+      "te": lambda: info.transfer_entropy_ksg(s, t, k=3, history=2),
+      "kl": lambda: info.kl_divergence_knn(x, z[:120] + 0.5, k=2),
+      "vmap": lambda: jax.vmap(lambda a: info.entropy_knn(a, k=3))(np.stack([x, 2 * z])),
+  }
+  sweep = {name: np.asarray(f()) for name, f in cases.items()}
+  jax.clear_caches()
+  monkeypatch.setattr(knn, "_by_platform", lambda method, sw, dense, *args: dense(*args))
+  try:
+    for name, f in cases.items():
+      np.testing.assert_allclose(np.asarray(f()), sweep[name], rtol=0, atol=1e-12,
+                                 err_msg=name)
+  finally:
+    jax.clear_caches()
+
+
+@pytest.mark.parametrize("method", knn.METHODS)
 @pytest.mark.parametrize("same", [True, False])
-def test_sweep_internals_exact_with_tiny_tiles(x64, same):
+def test_search_internals_exact_with_tiny_tiles(x64, same, method):
   """Many blocks and chunks per block (block 7, chunk 5): the sweep's stopping rule,
-  chunk masking and reordering must still give brute force's neighbours and counts."""
+  chunk masking and reordering, and the dense form's blocks (the accelerators' default,
+  run here on CPU), must give a NumPy brute force's neighbours and counts."""
   rng = np.random.default_rng(15)
   p = rng.normal(size=(300, 3))
   q = p if same else rng.normal(size=(260, 3))
   for norm, order in (("max", np.inf), ("euclidean", 2)):
-    dist, idx = knn._knn_search(jnp.asarray(p), jnp.asarray(q), 4, norm, same, 7, 5, None)
+    dist, idx = knn._knn_search(jnp.asarray(p), jnp.asarray(q), 4, norm, same, 7, None,
+                                method=method, chunk=5)
     full = np.linalg.norm(p[:, None] - q[None], ord=order, axis=-1)
     if same:
       np.fill_diagonal(full, np.inf)
@@ -299,7 +336,8 @@ def test_sweep_internals_exact_with_tiny_tiles(x64, same):
     np.testing.assert_allclose(full[np.arange(300)[:, None], np.asarray(idx)], dist, atol=1e-14)
   radius = rng.uniform(0.1, 1.0, size=300)
   for strict in (True, False):
-    got = knn._count_within(jnp.asarray(p), jnp.asarray(radius), strict, 2, None, chunk=5)
+    got = knn._count_within(jnp.asarray(p), jnp.asarray(radius), strict, 2, None,
+                            method=method, chunk=5)
     np.testing.assert_array_equal(got, _count(p, radius, strict))
 
 

@@ -43,7 +43,23 @@ def test_uniform_logits_give_log_n():
 
 
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU")
-def test_compiled_kernel_on_gpu():
-  x = 2.0 * jax.random.normal(jax.random.key(0), (64, 32768), jnp.float32)
-  np.testing.assert_allclose(_pallas.logits_entropy_pallas(x),
-                             discrete._logits_entropy_two_pass(x), rtol=2e-6, atol=2e-6)
+@pytest.mark.parametrize("shape", [(64, 32768), (3, 50257), (5, 1000), (2, 7), (2, 3, 4096)])
+def test_compiled_kernel_on_gpu(shape):
+  """The compiled kernel in the tile shapes entropy_from_logits uses on GPUs (and the
+  default ones), on widths that need padding, and through the public function with
+  its leading axes, -inf entries and bfloat16 input."""
+  x = 2.0 * jax.random.normal(jax.random.key(0), shape, jnp.float32)
+  x = x.at[..., 1].set(-jnp.inf)
+  ref = discrete._logits_entropy_two_pass(x)
+  flat = x.reshape(-1, shape[-1])
+  for tiles in ({}, {"block_rows": 1, "block_cols": 4096}):
+    np.testing.assert_allclose(_pallas.logits_entropy_pallas(flat, **tiles).reshape(ref.shape),
+                               ref, rtol=2e-6, atol=2e-6)
+  np.testing.assert_allclose(jax.jit(discrete.entropy_from_logits)(x), ref, rtol=2e-6,
+                             atol=2e-6)
+  xb = x.astype(jnp.bfloat16)
+  np.testing.assert_allclose(discrete.entropy_from_logits(xb).astype(jnp.float32),
+                             discrete._logits_entropy_two_pass(xb.astype(jnp.float32)),
+                             rtol=1e-2, atol=1e-2)
+  g = jax.grad(lambda l: discrete.entropy_from_logits(l).sum())(x)
+  assert bool(jnp.all(jnp.isfinite(g)))
