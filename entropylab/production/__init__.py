@@ -1,0 +1,45 @@
+"""Entropy production: stochastic systems, score learning and entropy production rates.
+
+* :mod:`entropylab.production.ou`: linear (Ornstein-Uhlenbeck) systems, their stationary
+  covariance and exact entropy production rate, the bead-spring chain and the trapped
+  active Ornstein-Uhlenbeck particle;
+* :mod:`entropylab.production.sde`: Euler-Maruyama trajectories;
+* :mod:`entropylab.production.score`: score-matching losses and the entropy production
+  rate from a learned score (Boffi & Vanden-Eijnden, PNAS 2024), with a score-free
+  cross-check.
+
+Rates are in nats per unit time (``base=2`` for bits).
+"""
+
+from entropylab.production.ou import (
+    bead_spring_chain,
+    lyapunov_covariance,
+    ou_entropy_production,
+    trapped_aoup,
+)
+from entropylab.production.score import (
+    denoising_score_matching_loss,
+    entropy_production_rate,
+    implicit_score_matching_loss,
+    jacobian_diagonal,
+    probability_flow_velocity,
+    score_free_entropy_production,
+    stationarity_residual,
+)
+from entropylab.production.sde import euler_maruyama, simulate_ou
+
+__all__ = [
+    "bead_spring_chain",
+    "denoising_score_matching_loss",
+    "entropy_production_rate",
+    "euler_maruyama",
+    "implicit_score_matching_loss",
+    "jacobian_diagonal",
+    "lyapunov_covariance",
+    "ou_entropy_production",
+    "probability_flow_velocity",
+    "score_free_entropy_production",
+    "simulate_ou",
+    "stationarity_residual",
+    "trapped_aoup",
+]

@@ -1,0 +1,290 @@
+r"""Score matching and entropy production rates from a learned score.
+
+For an SDE :math:`dx = b(x)\,dt + \sqrt{2D}\,dW` with diagonal diffusion ``D`` (zero
+entries for noiseless coordinates) and stationary density :math:`\rho`, Boffi &
+Vanden-Eijnden ("Deep learning probability flows and entropy production rates in
+active matter", PNAS 2024) learn the score :math:`s \approx \nabla\log\rho` from
+stationary samples and read the entropy production rate off the probability-flow
+velocity :math:`v = b - Ds` (their eqs. 5-8):
+
+.. math:: \dot S = E_\rho\Big[\sum_{i: D_i > 0} v_i^2 / D_i\Big],
+
+the elliptic rate :math:`E[v^\top D^{-1} v]` when every coordinate is noisy and the
+hypoelliptic :math:`\gamma^{-1}E|v_g|^2` for active particles with noise only in their
+self-propulsion ``g``. Rates are in nats per unit time.
+
+States are arrays of any shape ``S`` (``[d]``, ``[particles, d]``, ...); a function of
+a state (``drift``, ``score``) maps one state to an array of the same shape, and the
+estimators take a batch of stationary samples ``x: [B, *S]``. ``diffusion`` is a scalar
+or an array broadcastable to ``S`` holding the diagonal of ``D``.
+
+Losses (``score`` evaluated on samples, scalar results, units of inverse length squared):
+
+* :func:`implicit_score_matching_loss` (Hyvarinen, JMLR 6 (2005), eq. 4):
+  :math:`E[\tfrac12|s|^2 + \nabla\cdot s]`, divergence exact (one forward-mode
+  derivative per coordinate) or by Hutchinson's estimator;
+* :func:`denoising_score_matching_loss` (Vincent, Neural Comput. 23 (2011), eq. 7; the
+  antithetic pair of Boffi & Vanden-Eijnden, SI): :math:`E|\sigma s(x + \sigma\xi) +
+  \xi|^2`, whose minimiser is the score of :math:`\rho` smoothed at scale ``sigma``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from entropylab.info import _checks
+
+Array = jax.Array
+StateFn = Callable[[Array], Array]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_fn(fn, name: str) -> None:
+  if not callable(fn):
+    raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+
+
+def _check_samples(x, name: str = "x") -> Array:
+  arr = _checks.as_float_array(x, name)
+  if arr.ndim < 2:
+    raise ValueError(f"{name} must be a batch of states [B, *S] (B >= 1, at least one state "
+                     f"axis), got shape {arr.shape}")
+  if arr.shape[0] < 1:
+    raise ValueError(f"{name} holds no samples")
+  if _checks.is_concrete(arr) and not np.all(np.isfinite(np.asarray(arr))):
+    raise ValueError(f"{name} has non-finite entries")
+  return arr
+
+
+def _check_diffusion(diffusion, state_shape: tuple) -> Array:
+  d = _checks.as_float_array(diffusion, "diffusion")
+  try:
+    shape = np.broadcast_shapes(d.shape, state_shape)
+  except ValueError:
+    shape = None
+  if shape != tuple(state_shape):
+    raise ValueError(f"diffusion of shape {d.shape} must broadcast to the state shape "
+                     f"{tuple(state_shape)}")
+  if _checks.is_concrete(d):
+    v = np.asarray(d)
+    if not (np.all(np.isfinite(v)) and np.all(v >= 0) and np.any(v > 0)):
+      raise ValueError("diffusion must be finite and non-negative with a positive entry")
+  return jnp.broadcast_to(d, state_shape)
+
+
+def _check_sigma(sigma) -> None:
+  if _checks.is_concrete(jnp.asarray(sigma)):
+    if np.ndim(sigma) != 0 or not (np.isfinite(float(sigma)) and float(sigma) > 0):
+      raise ValueError(f"sigma must be a finite positive scalar, got {sigma!r}")
+
+
+# --------------------------------------------------------------------------- derivatives
+
+
+def jacobian_diagonal(fn: StateFn, x: Array) -> Array:
+  r""":math:`\partial_i f_i(x)` for every coordinate ``i`` of one state ``x`` (shape
+  ``S``), exactly: one forward-mode derivative per coordinate (``prod(S)`` of them)."""
+  flat = x.reshape(-1)
+  f = lambda z: fn(z.reshape(x.shape)).reshape(-1)
+  basis = jnp.eye(flat.shape[0], dtype=x.dtype)
+  cols = jax.vmap(lambda e: jax.jvp(f, (flat,), (e,))[1])(basis)
+  return jnp.diagonal(cols).reshape(x.shape)
+
+
+def _hutchinson_divergence(fn: StateFn, x: Array, key: Array, probes: int) -> Array:
+  """Unbiased :math:`E_v[v^\\top J v]` with Rademacher ``v`` (Hutchinson 1990)."""
+
+  def one(k):
+    v = jax.random.rademacher(k, x.shape, x.dtype)
+    return jnp.sum(v * jax.jvp(fn, (x,), (v,))[1])
+
+  return jnp.mean(jax.vmap(one)(jax.random.split(key, probes)))
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def implicit_score_matching_loss(score: StateFn, x, key: Optional[Array] = None,
+                                 probes: int = 1) -> Array:
+  r"""Implicit score matching :math:`E_x[\tfrac12|s(x)|^2 + \nabla\cdot s(x)]`.
+
+  Hyvarinen (2005), eq. 4: equal, up to a constant independent of ``s``, to
+  :math:`\tfrac12 E|s - \nabla\log\rho|^2`, so its minimiser is the score.
+
+  Args:
+    score: ``s(state) -> [*S]``.
+    x: ``[B, *S]`` samples of :math:`\rho`.
+    key: ``None`` for the exact divergence (``prod(S)`` forward-mode derivatives per
+      sample); a PRNG key for Hutchinson's estimator with ``probes`` Rademacher probes.
+    probes: probes per sample, ``>= 1``.
+
+  Returns:
+    ``[]`` the loss.
+  """
+  _check_fn(score, "score")
+  x = _check_samples(x)
+  if isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 1:
+    raise ValueError(f"probes must be an int >= 1, got {probes!r}")
+
+  def per_sample(xi, k):
+    s = score(xi)
+    div = (jnp.sum(jacobian_diagonal(score, xi)) if k is None
+           else _hutchinson_divergence(score, xi, k, probes))
+    return 0.5 * jnp.sum(s * s) + div
+
+  if key is None:
+    return jnp.mean(jax.vmap(lambda xi: per_sample(xi, None))(x))
+  keys = jax.random.split(key, x.shape[0])
+  return jnp.mean(jax.vmap(per_sample)(x, keys))
+
+
+def denoising_score_matching_loss(score: StateFn, x, key: Array, sigma,
+                                  antithetic: bool = True) -> Array:
+  r"""Denoising score matching :math:`E_{x,\xi}|\sigma s(x + \sigma\xi) + \xi|^2`.
+
+  Vincent (2011), eq. 7, scaled by :math:`\sigma^2`: the minimiser is the score of
+  :math:`\rho * N(0, \sigma^2 I)`, which tends to :math:`\nabla\log\rho` as
+  :math:`\sigma \to 0`. With ``antithetic`` each noise draw is used with both signs,
+  :math:`\tfrac12(|\sigma s(x+\sigma\xi) + \xi|^2 + |\sigma s(x-\sigma\xi) - \xi|^2)`,
+  which cancels the :math:`O(1/\sigma)` term of the loss's variance (Boffi &
+  Vanden-Eijnden, PNAS 2024, SI).
+
+  Args:
+    score: ``s(state) -> [*S]``.
+    x: ``[B, *S]`` samples of :math:`\rho`.
+    key: PRNG key for the noise.
+    sigma: noise scale ``> 0`` (units of ``x``).
+    antithetic: use each draw with both signs.
+
+  Returns:
+    ``[]`` the loss (dimensionless).
+  """
+  _check_fn(score, "score")
+  x = _check_samples(x)
+  _check_sigma(sigma)
+  xi = jax.random.normal(key, x.shape, x.dtype)
+  sig = jnp.asarray(sigma, x.dtype)
+  s = jax.vmap(score)
+
+  def term(sign):
+    r = sig * s(x + sign * sig * xi) + sign * xi
+    return jnp.sum(r.reshape(x.shape[0], -1) ** 2, axis=1)
+
+  per_sample = 0.5 * (term(1.0) + term(-1.0)) if antithetic else term(1.0)
+  return jnp.mean(per_sample)
+
+
+# --------------------------------------------------------------------------- rates
+
+
+def probability_flow_velocity(drift: StateFn, score: StateFn, diffusion) -> StateFn:
+  r"""The probability-flow velocity :math:`v(x) = b(x) - D\,s(x)` as a function of one
+  state (Boffi & Vanden-Eijnden, PNAS 2024, eq. 5); ``diffusion`` is the diagonal of
+  ``D`` (scalar or broadcastable to the state shape)."""
+  _check_fn(drift, "drift")
+  _check_fn(score, "score")
+  d = jnp.asarray(diffusion)
+  return lambda x: drift(x) - d * score(x)
+
+
+def entropy_production_rate(drift: StateFn, score: StateFn, diffusion, x,
+                            local: bool = False, base: Optional[float] = None) -> Array:
+  r"""Entropy production rate :math:`E_\rho[\sum_{i: D_i>0} v_i^2 / D_i]` from a score.
+
+  Boffi & Vanden-Eijnden, PNAS 2024, eq. 8 (elliptic) and its hypoelliptic form
+  :math:`\gamma^{-1}E|v_g|^2`: coordinates with :math:`D_i = 0` contribute nothing.
+
+  Args:
+    drift: ``b(state) -> [*S]``.
+    score: ``s(state) -> [*S]``, the (learned) stationary score.
+    diffusion: diagonal of ``D``: a scalar or array broadcastable to ``S``, ``>= 0``.
+    x: ``[B, *S]`` stationary samples.
+    local: if true return the ``[*S]`` per-coordinate rates
+      :math:`E[v_i^2] / D_i` (0 where :math:`D_i = 0`), which sum to the total; sum
+      them over a particle's coordinates for its share.
+    base: log base; ``None`` for nats per unit time, 2 for bits.
+
+  Returns:
+    ``[]`` (or ``[*S]``) rate in nats (or ``base`` units) per unit time.
+  """
+  x = _check_samples(x)
+  d = _check_diffusion(diffusion, x.shape[1:])
+  _checks.check_base(base)
+  v = jax.vmap(probability_flow_velocity(drift, score, d))(x)
+  inv = jnp.where(d > 0, 1.0 / jnp.where(d > 0, d, 1.0), 0.0)
+  per_coordinate = jnp.mean(v * v, axis=0) * inv
+  return _checks.to_base(per_coordinate if local else jnp.sum(per_coordinate), base)
+
+
+def score_free_entropy_production(drift: StateFn, diffusion, x,
+                                  base: Optional[float] = None) -> Array:
+  r"""Entropy production rate from the drift alone, a cross-check of a learned score.
+
+  Integrating by parts against the stationary density (:math:`E[b \cdot s] =
+  -E[\nabla\cdot b]`, and :math:`E[v \cdot s] = 0` at stationarity) turns
+  :math:`E[\sum_{i \in \mathcal N} v_i^2 / D_i]`, :math:`\mathcal N = \{i: D_i > 0\}`, into
+
+  .. math:: \dot S = E\Big[\sum_{i\in\mathcal N} \big(b_i^2 / D_i + \partial_i b_i\big)
+     - \sum_{i\notin\mathcal N} \partial_i b_i\Big],
+
+  the elliptic :math:`E[b^\top D^{-1} b + \nabla\cdot b]` when every coordinate is noisy.
+  Exact divergences: ``prod(S)`` forward-mode derivatives per sample. Needs samples of
+  the stationary density, and a large ``B`` (the terms cancel in part).
+
+  Args:
+    drift: ``b(state) -> [*S]``.
+    diffusion: diagonal of ``D``, as in :func:`entropy_production_rate`.
+    x: ``[B, *S]`` stationary samples.
+    base: log base; ``None`` for nats per unit time.
+
+  Returns:
+    ``[]`` rate in nats (or ``base`` units) per unit time.
+  """
+  _check_fn(drift, "drift")
+  x = _check_samples(x)
+  d = _check_diffusion(diffusion, x.shape[1:])
+  _checks.check_base(base)
+  noisy = d > 0
+  inv = jnp.where(noisy, 1.0 / jnp.where(noisy, d, 1.0), 0.0)
+
+  def per_sample(xi):
+    b = drift(xi)
+    jd = jacobian_diagonal(drift, xi)
+    return jnp.sum(b * b * inv + jnp.where(noisy, jd, -jd))
+
+  return _checks.to_base(jnp.mean(jax.vmap(per_sample)(x)), base)
+
+
+def stationarity_residual(drift: StateFn, score: StateFn, diffusion, x) -> Array:
+  r""":math:`E_\rho[v \cdot s]`, zero for the exact stationary score (since
+  :math:`\nabla\cdot(\rho v) = 0` gives :math:`E[v\cdot\nabla\log\rho] =
+  -\int \log\rho\,\nabla\cdot(\rho v) = 0`). Compare it with :math:`E[|v||s|]` to judge
+  a learned score; units of inverse time.
+
+  Args:
+    drift, score, diffusion, x: as in :func:`entropy_production_rate`.
+
+  Returns:
+    ``[]`` the residual.
+  """
+  x = _check_samples(x)
+  d = _check_diffusion(diffusion, x.shape[1:])
+  v_fn = probability_flow_velocity(drift, score, d)
+  return jnp.mean(jax.vmap(lambda xi: jnp.sum(v_fn(xi) * score(xi)))(x))
+
+
+__all__ = [
+    "denoising_score_matching_loss",
+    "entropy_production_rate",
+    "implicit_score_matching_loss",
+    "jacobian_diagonal",
+    "probability_flow_velocity",
+    "score_free_entropy_production",
+    "stationarity_residual",
+]
