@@ -23,6 +23,7 @@ _MODULES = (
     "experiments.mec_gap",
     "experiments.mecb_couplings",
     "experiments.information_estimators",
+    "experiments.epr_validation",
 )
 
 
