@@ -6,7 +6,9 @@
 * :mod:`entropylab.production.sde`: Euler-Maruyama trajectories;
 * :mod:`entropylab.production.score`: score-matching losses and the entropy production
   rate from a learned score (Boffi & Vanden-Eijnden, PNAS 2024), with a score-free
-  cross-check.
+  cross-check;
+* :mod:`entropylab.production.trajectory`: the trajectory baselines NEEP (Kim et al.,
+  PRL 2020) and the short-time TUR with linear currents (Manikandan et al., PRL 2020).
 
 Rates are in nats per unit time (``base=2`` for bits).
 """
@@ -15,6 +17,8 @@ from entropylab.production.ou import (
     bead_spring_chain,
     lyapunov_covariance,
     ou_entropy_production,
+    ou_pair_entropy_production,
+    sample_ou_pairs,
     trapped_aoup,
 )
 from entropylab.production.score import (
@@ -27,6 +31,13 @@ from entropylab.production.score import (
     stationarity_residual,
 )
 from entropylab.production.sde import euler_maruyama, simulate_ou
+from entropylab.production.trajectory import (
+    linear_currents,
+    neep_delta_s,
+    neep_entropy_production,
+    neep_objective,
+    tur_entropy_production,
+)
 
 __all__ = [
     "bead_spring_chain",
@@ -35,11 +46,18 @@ __all__ = [
     "euler_maruyama",
     "implicit_score_matching_loss",
     "jacobian_diagonal",
+    "linear_currents",
+    "neep_delta_s",
+    "neep_entropy_production",
+    "neep_objective",
     "lyapunov_covariance",
     "ou_entropy_production",
+    "ou_pair_entropy_production",
     "probability_flow_velocity",
+    "sample_ou_pairs",
     "score_free_entropy_production",
     "simulate_ou",
     "stationarity_residual",
     "trapped_aoup",
+    "tur_entropy_production",
 ]

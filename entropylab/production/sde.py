@@ -106,11 +106,6 @@ def euler_maruyama(key: Array, drift: Callable[[Array], Array], x0, dt, n_steps:
   return states
 
 
-def _sqrt_psd(d: Array) -> Array:
-  lam, u = jnp.linalg.eigh(0.5 * (d + d.T))
-  return (u * jnp.sqrt(jnp.maximum(lam, 0.0))) @ u.T
-
-
 def simulate_ou(key: Array, M, D, x0, dt, n_steps: int, save_every: int = 1,
                 start_step: int = 0) -> Array:
   r"""Euler-Maruyama trajectories of :math:`dz = Mz\,dt + \sqrt{2D}\,dW`.
@@ -132,7 +127,7 @@ def simulate_ou(key: Array, M, D, x0, dt, n_steps: int, save_every: int = 1,
   if x0.ndim not in (1, 2) or x0.shape[-1] != m.shape[0]:
     raise ValueError(f"x0 must be [{m.shape[0]}] or [chains, {m.shape[0]}], got {x0.shape}")
   dtype = jnp.result_type(m.dtype, d.dtype, x0.dtype)
-  m, sig = m.astype(dtype), _sqrt_psd(2.0 * d.astype(dtype))
+  m, sig = m.astype(dtype), ou._sqrt_psd(2.0 * d.astype(dtype))
   run = lambda k, z0: euler_maruyama(k, lambda z: m @ z, z0.astype(dtype), dt, n_steps,
                                      noise_matrix=sig, save_every=save_every,
                                      start_step=start_step)
