@@ -13,7 +13,8 @@ from experiments import epr_validation as ev
 
 TINY = ev.Config(systems=("beads2", "aoup"), chains=200, dt=0.01, relax_time=100.0,
                  save_time=2.0, samples_per_chain=60, train_steps=600, batch_size=256,
-                 learning_rate=3e-3, hidden=(32, 32), progress=False)
+                 learning_rate=3e-3, hidden=(32, 32), baseline_time=10.0, neep_steps=600,
+                 progress=False)
 
 
 def test_systems_have_the_papers_closed_forms():
@@ -42,6 +43,14 @@ def test_tiny_run_estimates_and_resume(tmp_path):
   # Learned scores after 600 steps (measured: about 0.4% and 1.6% off).
   assert abs(err["aoup"]["learned_ism"]) < 3 and abs(err["aoup"]["learned_dsm"]) < 3
   assert abs(err["beads2"]["learned_ism"]) < 6 and abs(err["beads2"]["learned_dsm"]) < 6
+  # Trajectory baselines on 200 chains x 500 transitions 0.02 apart (10 time units per
+  # chain), against the pair entropy per unit time they estimate. Their statistical
+  # error here is several percent (measured: within 13%); a wrong sign or factor fails.
+  assert summary["transitions_per_system"] == 200 * 500
+  cells = {n: json.loads((run_dir.path / "cells" / f"{n}.json").read_text()) for n in TINY.systems}
+  for name, cell in cells.items():
+    for est in ("neep", "tur"):
+      assert abs(cell["estimates"][est] / cell["pair_entropy_rate"] - 1) < 0.2, (name, est)
   assert (run_dir.path / "epr_validation.png").stat().st_size > 0
   assert "beads2" in (run_dir.path / "table.md").read_text()
   # Resume after losing a cell: the finished training is restored from its checkpoint,
@@ -56,7 +65,7 @@ def test_tiny_run_estimates_and_resume(tmp_path):
 
 def test_divergent_simulation_stops_with_the_step(tmp_path):
   cfg = dataclasses.replace(TINY, systems=("beads2",), dt=1.5, relax_time=3000.0,
-                            save_time=1.5)
+                            save_time=1.5, baseline_tau=1.5, baseline_time=3.0)
   with pytest.raises(FloatingPointError, match="beads2.*step"):
     ev.run(cfg, RunDir(tmp_path / "bad"))
 
