@@ -4,6 +4,9 @@
   covariance and exact entropy production rate, the bead-spring chain and the trapped
   active Ornstein-Uhlenbeck particle;
 * :mod:`entropylab.production.sde`: Euler-Maruyama trajectories;
+* :mod:`entropylab.production.active`: interacting active Ornstein-Uhlenbeck particles
+  in a periodic box (soft repulsion, cell lists), the motility-induced phase
+  separation system;
 * :mod:`entropylab.production.score`: score-matching losses and the entropy production
   rate from a learned score (Boffi & Vanden-Eijnden, PNAS 2024), with a score-free
   cross-check;
@@ -13,6 +16,13 @@
 Rates are in nats per unit time (``base=2`` for bits).
 """
 
+from entropylab.production.active import (
+    AOUPParams,
+    aoup_diffusion,
+    aoup_drift,
+    box_half_width,
+    simulate_aoup,
+)
 from entropylab.production.ou import (
     bead_spring_chain,
     lyapunov_covariance,
@@ -40,7 +50,11 @@ from entropylab.production.trajectory import (
 )
 
 __all__ = [
+    "AOUPParams",
+    "aoup_diffusion",
+    "aoup_drift",
     "bead_spring_chain",
+    "box_half_width",
     "denoising_score_matching_loss",
     "entropy_production_rate",
     "euler_maruyama",
@@ -56,6 +70,7 @@ __all__ = [
     "probability_flow_velocity",
     "sample_ou_pairs",
     "score_free_entropy_production",
+    "simulate_aoup",
     "simulate_ou",
     "stationarity_residual",
     "trapped_aoup",

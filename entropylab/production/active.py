@@ -1,0 +1,356 @@
+r"""Interacting active Ornstein-Uhlenbeck particles (AOUP) in a periodic box.
+
+The system of Boffi & Vanden-Eijnden ("Deep learning probability flows and entropy
+production rates in active matter", PNAS 2024, eq. 9), ``N`` particles in ``d``
+dimensions with positions :math:`x_i` and self-propulsion :math:`g_i`:
+
+.. math::
+   dx_i = \Big[v_0 g_i + k \sum_{j \ne i} F(x_i - x_j) - A x_i\Big]dt + \sqrt{2\epsilon}\,dW_i,
+   \qquad dg_i = -\gamma g_i\,dt + \sqrt{2\gamma}\,dW'_i,
+
+with the soft repulsion :math:`F(r) = \mathrm{softplus}_\beta(2a - |r|)\,r/|r|`,
+:math:`\mathrm{softplus}_\beta(u) = \log(1 + e^{\beta u})/\beta`, particle radius
+``a``, minimum-image distances in the box :math:`[-L, L)^d`. The box follows from the
+packing fraction :math:`\phi = N V_d(a) / (2L)^d` (:func:`box_half_width`). Motility-
+induced phase separation appears at :math:`v_0 = 0.025`, :math:`\gamma = 10^{-4}`,
+:math:`\phi = 0.5`, :math:`\epsilon = 0`, :math:`\Delta t = 0.1` (their Fig. 3).
+
+Forces use a cell list (:func:`neighbor_list`): particles are binned into cells at
+least ``cutoff`` wide, and each particle keeps at most ``max_neighbors`` partners
+within ``cutoff`` from the ``3^d`` surrounding cells, so a force evaluation costs
+``O(N K)``, not ``O(N^2)``. The softplus tail beyond ``cutoff = 2a + tail/beta`` is
+below :math:`e^{-\mathrm{tail}}/\beta` and is dropped. The list is rebuilt, inside the
+jitted loop, whenever a particle has moved more than half the ``skin`` since the last
+build. Capacity overflows (a cell or a neighbour list too full) are counted and
+reported, never silently truncated: :func:`simulate_aoup` raises on them.
+
+States are ``[2, N, d]`` arrays: ``state[0]`` the positions, ``state[1]`` the
+self-propulsions; the matching diagonal diffusion for
+:mod:`entropylab.production.score` is :func:`aoup_diffusion`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from entropylab.info import _checks
+
+Array = jax.Array
+
+
+class AOUPParams(NamedTuple):
+  """Parameters of the interacting AOUP system (all floats).
+
+  Attributes:
+    v0: self-propulsion speed.
+    gamma: relaxation rate of the self-propulsion.
+    epsilon: translational diffusion (0: noise only in ``g``, hypoelliptic).
+    k: interaction strength.
+    trap: harmonic trap strength ``A`` (0 in a periodic box).
+    radius: particle radius ``a`` (contact at ``2a``).
+    beta: softplus sharpness.
+    half_width: box half width ``L`` (box ``[-L, L)^d``).
+  """
+  v0: float
+  gamma: float
+  epsilon: float
+  k: float = 1.0
+  trap: float = 0.0
+  radius: float = 1.0
+  beta: float = 7.5
+  half_width: float = 10.0
+
+
+class Neighbors(NamedTuple):
+  """A neighbour list: ``index [N, K]`` (``N`` pads empty slots) and the positions it
+  was built at; ``overflow`` counts particles or cells that did not fit."""
+  index: Array
+  built_at: Array
+  overflow: Array
+
+
+def box_half_width(n: int, packing_fraction: float, radius: float = 1.0,
+                   dim: int = 2) -> float:
+  r"""Half width ``L`` of the periodic box :math:`[-L, L)^d` holding ``n`` disks (or
+  balls) of ``radius`` at ``packing_fraction`` :math:`\phi = n V_d(a) / (2L)^d`."""
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    raise ValueError(f"n must be an int >= 1, got {n!r}")
+  if not (0 < packing_fraction < 1):
+    raise ValueError(f"packing_fraction must be in (0, 1), got {packing_fraction}")
+  if not radius > 0:
+    raise ValueError(f"radius must be positive, got {radius}")
+  if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+    raise ValueError(f"dim must be an int >= 1, got {dim!r}")
+  ball = math.pi ** (dim / 2) / math.gamma(dim / 2 + 1) * radius ** dim
+  return 0.5 * (n * ball / packing_fraction) ** (1.0 / dim)
+
+
+def minimum_image(diff: Array, half_width) -> Array:
+  """Wraps coordinate differences into ``[-L, L)``: ``diff - 2L rint(diff / 2L)``."""
+  return diff - 2.0 * half_width * jnp.round(diff / (2.0 * half_width))
+
+
+def wrap_positions(x: Array, half_width) -> Array:
+  """Positions folded back into the box ``[-L, L)``."""
+  return jnp.mod(x + half_width, 2.0 * half_width) - half_width
+
+
+def interaction_cutoff(params: AOUPParams, tail: float = 12.0) -> float:
+  """Distance beyond which the repulsion is below ``exp(-tail) / beta``: ``2a + tail/beta``."""
+  return 2.0 * params.radius + tail / params.beta
+
+
+def _pair_force(diff: Array, params: AOUPParams) -> Array:
+  """``F(r)`` for minimum-image differences ``[..., d]``; zero for ``r = 0`` (the
+  particle itself and padding), with a gradient-safe norm."""
+  r2 = jnp.sum(diff * diff, axis=-1)
+  safe = r2 > 0
+  r = jnp.sqrt(jnp.where(safe, r2, 1.0))
+  mag = jax.nn.softplus(params.beta * (2.0 * params.radius - r)) / params.beta
+  return jnp.where(safe[..., None], (mag / r)[..., None] * diff, 0.0)
+
+
+def pair_forces_dense(x: Array, params: AOUPParams) -> Array:
+  r""":math:`\sum_{j\ne i} F(x_i - x_j)` over all pairs, ``[N, d]``: the ``O(N^2)``
+  reference for :func:`pair_forces`."""
+  diff = minimum_image(x[:, None, :] - x[None, :, :], params.half_width)
+  return jnp.sum(_pair_force(diff, params), axis=1)
+
+
+def _cells_per_side(half_width: float, cutoff: float) -> int:
+  return max(1, int(math.floor(2.0 * half_width / cutoff)))
+
+
+def neighbor_list(x: Array, params: AOUPParams, cutoff: float, max_neighbors: int,
+                  max_per_cell: int) -> Neighbors:
+  """Partners within ``cutoff`` (minimum image) of every particle, from a cell list.
+
+  Args:
+    x: ``[N, d]`` positions in the box.
+    params: the system (for the box).
+    cutoff: neighbour distance, including any skin.
+    max_neighbors: ``K``, slots per particle.
+    max_per_cell: particles a cell can hold.
+
+  Returns:
+    :class:`Neighbors` with ``index [N, K]`` (partners first, then ``N``), ``built_at =
+    x`` and ``overflow``, the number of particles with more than ``K`` partners plus
+    cells holding more than ``max_per_cell`` particles (0 when the list is exact).
+  """
+  n, dim = x.shape
+  side = _cells_per_side(params.half_width, cutoff)
+  if side < 3:
+    # Fewer than 3 cells per side: the 3^d stencil would visit cells twice; all pairs.
+    cand = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (n, n))
+    cell_overflow = jnp.int32(0)
+  else:
+    width = 2.0 * params.half_width / side
+    coords = jnp.clip(jnp.floor((x + params.half_width) / width).astype(jnp.int32), 0, side - 1)
+    strides = side ** np.arange(dim)
+    cell = jnp.sum(coords * strides, axis=1)
+    order = jnp.argsort(cell).astype(jnp.int32)
+    sorted_cell = cell[order]
+    n_cells = side ** dim
+    start = jnp.searchsorted(sorted_cell, jnp.arange(n_cells), side="left").astype(jnp.int32)
+    stop = jnp.searchsorted(sorted_cell, jnp.arange(n_cells), side="right").astype(jnp.int32)
+    cell_overflow = jnp.sum(stop - start > max_per_cell).astype(jnp.int32)
+    offsets = np.array(np.meshgrid(*[[-1, 0, 1]] * dim, indexing="ij")).reshape(dim, -1).T
+    nb_cells = jnp.sum(jnp.mod(coords[:, None, :] + offsets[None], side) * strides, axis=-1)
+    slot = jnp.arange(max_per_cell, dtype=jnp.int32)
+    pos = start[nb_cells][..., None] + slot                                 # [N, 3^d, C]
+    ok = pos < stop[nb_cells][..., None]
+    cand = jnp.where(ok, order[jnp.minimum(pos, n - 1)], n).reshape(n, -1)
+  xp = jnp.concatenate([x, jnp.zeros((1, dim), x.dtype)])
+  diff = minimum_image(x[:, None, :] - xp[cand], params.half_width)
+  near = (jnp.sum(diff * diff, axis=-1) <= cutoff * cutoff) & (cand != n) \
+      & (cand != jnp.arange(n)[:, None])
+  count = jnp.sum(near, axis=1)
+  # Partners first (stable), then padding.
+  rank = jnp.argsort(~near, axis=1, stable=True)[:, :max_neighbors]
+  index = jnp.where(jnp.take_along_axis(near, rank, axis=1),
+                    jnp.take_along_axis(cand, rank, axis=1), n).astype(jnp.int32)
+  if index.shape[1] < max_neighbors:
+    index = jnp.pad(index, ((0, 0), (0, max_neighbors - index.shape[1])), constant_values=n)
+  overflow = cell_overflow + jnp.sum(count > max_neighbors).astype(jnp.int32)
+  return Neighbors(index, x, overflow)
+
+
+def pair_forces(x: Array, neighbors: Neighbors, params: AOUPParams) -> Array:
+  r""":math:`\sum_j F(x_i - x_j)` over the neighbour list, ``[N, d]``: ``O(N K)``."""
+  xp = jnp.concatenate([x, jnp.zeros((1, x.shape[1]), x.dtype)])
+  diff = minimum_image(x[:, None, :] - xp[neighbors.index], params.half_width)
+  valid = (neighbors.index < x.shape[0])[..., None]
+  return jnp.sum(jnp.where(valid, _pair_force(diff, params), 0.0), axis=1)
+
+
+def aoup_drift(state: Array, params: AOUPParams, neighbors: Optional[Neighbors] = None
+               ) -> Array:
+  r"""Drift ``b(state)`` of eq. 9, ``[2, N, d]``: positions
+  :math:`v_0 g + k\sum F - A x`, self-propulsions :math:`-\gamma g`. Without
+  ``neighbors`` the forces are summed over all pairs (differentiable everywhere, for
+  the divergences of :mod:`entropylab.production.score`)."""
+  x, g = state[0], state[1]
+  forces = pair_forces_dense(x, params) if neighbors is None else pair_forces(x, neighbors,
+                                                                               params)
+  return jnp.stack([params.v0 * g + params.k * forces - params.trap * x, -params.gamma * g])
+
+
+def aoup_diffusion(params: AOUPParams) -> Array:
+  """Diagonal diffusion for ``[2, N, d]`` states: ``[[[epsilon]], [[gamma]]]``."""
+  return jnp.array([params.epsilon, params.gamma]).reshape(2, 1, 1)
+
+
+def check_params(params: AOUPParams) -> None:
+  """Raises :class:`ValueError` naming the first invalid field."""
+  if not isinstance(params, AOUPParams):
+    raise TypeError(f"params must be an AOUPParams, got {type(params).__name__}")
+  rules = {"v0": lambda v: math.isfinite(v), "gamma": lambda v: v > 0,
+           "epsilon": lambda v: v >= 0, "k": lambda v: v >= 0, "trap": lambda v: v >= 0,
+           "radius": lambda v: v > 0, "beta": lambda v: v > 0,
+           "half_width": lambda v: v > 0}
+  for name, ok in rules.items():
+    value = float(getattr(params, name))
+    if not (math.isfinite(value) and ok(value)):
+      raise ValueError(f"params.{name} has an invalid value {value}")
+
+
+class SimulationResult(NamedTuple):
+  """``states [n_saved, 2, N, d]``, ``rebuilds`` (neighbour-list builds) and
+  ``overflow`` (summed capacity overflows; 0 for an exact run)."""
+  states: Array
+  rebuilds: Array
+  overflow: Array
+
+
+def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: int,
+                  save_every: int = 1, start_step: int = 0, skin: float = 0.5,
+                  max_neighbors: int = 32, max_per_cell: Optional[int] = None,
+                  check: bool = True) -> SimulationResult:
+  r"""Integrates eq. 9: Euler-Maruyama in ``x`` (folded into the box), the exact
+  Ornstein-Uhlenbeck update :math:`g' = e^{-\gamma\Delta t} g +
+  \sqrt{1 - e^{-2\gamma\Delta t}}\,\xi` in ``g``. Step ``t`` draws its noise from
+  ``fold_in(key, start_step + t)``, so split runs reproduce a whole one.
+
+  Args:
+    key: PRNG key.
+    state0: ``[2, N, d]`` initial positions (in the box) and self-propulsions.
+    params: the system.
+    dt: time step ``> 0``.
+    n_steps: steps, a multiple of ``save_every``.
+    save_every: keep every ``save_every``-th state.
+    start_step: global index of the first step.
+    skin: extra neighbour-list distance; the list is rebuilt once a particle moves
+      more than ``skin / 2``.
+    max_neighbors: partner slots per particle.
+    max_per_cell: particles per cell (default: twice the close-packed count, at least 8).
+    check: raise :class:`ValueError` after the run if a capacity overflowed, and
+      :class:`FloatingPointError` (naming the first saved step) on a non-finite state.
+
+  Returns:
+    :class:`SimulationResult` with ``states [n_steps // save_every, 2, N, d]``.
+  """
+  check_params(params)
+  state0 = _checks.as_float_array(state0, "state0")
+  if state0.ndim != 3 or state0.shape[0] != 2:
+    raise ValueError(f"state0 must be [2, N, d], got shape {state0.shape}")
+  if not (math.isfinite(float(dt)) and float(dt) > 0):
+    raise ValueError(f"dt must be a finite positive number, got {dt}")
+  for name, v in (("n_steps", n_steps), ("save_every", save_every),
+                  ("max_neighbors", max_neighbors)):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+  if n_steps % save_every:
+    raise ValueError(f"n_steps ({n_steps}) must be a multiple of save_every ({save_every})")
+  if not skin > 0:
+    raise ValueError(f"skin must be positive, got {skin}")
+  _, n, dim = state0.shape
+  cutoff = interaction_cutoff(params) + skin
+  if max_per_cell is None:
+    width = 2.0 * params.half_width / _cells_per_side(params.half_width, cutoff)
+    packed = width ** dim / (math.pi ** (dim / 2) / math.gamma(dim / 2 + 1)
+                             * params.radius ** dim)
+    max_per_cell = max(8, int(math.ceil(2 * packed)))
+  build = lambda x: neighbor_list(x, params, cutoff, max_neighbors, max_per_cell)
+  decay = math.exp(-params.gamma * dt)
+  g_noise = math.sqrt(1.0 - decay * decay)
+  x_noise = math.sqrt(2.0 * params.epsilon * dt)
+  dt_a = jnp.asarray(dt, state0.dtype)
+
+  interacting = params.k != 0
+  if not interacting:
+    # No interactions: no neighbour list to build or keep.
+    build = lambda x: Neighbors(jnp.zeros((x.shape[0], 0), jnp.int32), x, jnp.int32(0))
+
+  def step(carry, t):
+    state, nbrs, rebuilds, overflow = carry
+    x, g = state[0], state[1]
+    drift_x = params.v0 * g - params.trap * x
+    if interacting:
+      moved = minimum_image(x - nbrs.built_at, params.half_width)
+      stale = jnp.max(jnp.sum(moved * moved, axis=-1)) > (0.5 * skin) ** 2
+      nbrs = lax.cond(stale, lambda: build(x), lambda: nbrs)
+      rebuilds = rebuilds + stale.astype(jnp.int32)
+      overflow = overflow + jnp.where(stale, nbrs.overflow, 0)
+      drift_x = drift_x + params.k * pair_forces(x, nbrs, params)
+    xi = jax.random.normal(jax.random.fold_in(key, t), state.shape, state.dtype)
+    x_new = wrap_positions(x + drift_x * dt_a + x_noise * xi[0], params.half_width)
+    g_new = decay * g + g_noise * xi[1]
+    return (jnp.stack([x_new, g_new]), nbrs, rebuilds, overflow)
+
+  def block(carry, b):
+    first = start_step + b * save_every
+    carry = lax.fori_loop(0, save_every, lambda i, c: step(c, first + i), carry)
+    return carry, carry[0]
+
+  @jax.jit
+  def run(state0):
+    nbrs = build(state0[0])
+    init = (state0, nbrs, jnp.int32(1), nbrs.overflow)
+    (_, _, rebuilds, overflow), states = lax.scan(block, init,
+                                                  jnp.arange(n_steps // save_every))
+    return SimulationResult(states, rebuilds, overflow)
+
+  result = run(state0)
+  if check:
+    if int(result.overflow) > 0:
+      raise ValueError(f"neighbour-list capacity overflowed {int(result.overflow)} times; "
+                       f"raise max_neighbors (now {max_neighbors}) or max_per_cell (now "
+                       f"{max_per_cell})")
+    finite = np.all(np.isfinite(np.asarray(result.states)), axis=(1, 2, 3))
+    if not finite.all():
+      first_bad = int(np.argmin(finite))
+      raise FloatingPointError(f"non-finite state at step {start_step + (first_bad + 1) * save_every}"
+                               f" (dt={dt})")
+  return result
+
+
+def random_configuration(key: Array, n: int, params: AOUPParams, dim: int = 2) -> Array:
+  """``[2, N, d]``: uniform positions in the box and standard normal self-propulsions
+  (the stationary law of ``g``)."""
+  kx, kg = jax.random.split(key)
+  x = jax.random.uniform(kx, (n, dim), minval=-params.half_width, maxval=params.half_width)
+  return jnp.stack([x, jax.random.normal(kg, (n, dim))])
+
+
+__all__ = [
+    "AOUPParams",
+    "Neighbors",
+    "SimulationResult",
+    "aoup_diffusion",
+    "aoup_drift",
+    "box_half_width",
+    "interaction_cutoff",
+    "minimum_image",
+    "neighbor_list",
+    "pair_forces",
+    "pair_forces_dense",
+    "random_configuration",
+    "simulate_aoup",
+    "wrap_positions",
+]

@@ -1,0 +1,136 @@
+"""Interacting active Ornstein-Uhlenbeck particles (entropylab.production.active)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from entropylab import production as prod
+from entropylab.production import active
+
+
+def params(n=64, phi=0.5, **kw):
+  base = dict(v0=0.025, gamma=1e-4, epsilon=0.0, half_width=active.box_half_width(n, phi))
+  base.update(kw)
+  return active.AOUPParams(**base)
+
+
+def slow_forces(x, p):
+  """All pairs in a Python loop over periodic images, straight from eq. 9."""
+  n, d = x.shape
+  out = np.zeros_like(x)
+  for i in range(n):
+    for j in range(n):
+      if i == j:
+        continue
+      r = x[i] - x[j]
+      r = r - 2 * p.half_width * np.round(r / (2 * p.half_width))
+      dist = np.linalg.norm(r)
+      out[i] += np.logaddexp(0.0, p.beta * (2 * p.radius - dist)) / p.beta * r / dist
+  return out
+
+
+def test_box_from_packing_fraction():
+  half = active.box_half_width(256, 0.5)
+  assert 256 * math.pi / (2 * half) ** 2 == pytest.approx(0.5, rel=1e-12)
+  half3 = active.box_half_width(100, 0.3, radius=0.5, dim=3)
+  assert 100 * 4 / 3 * math.pi * 0.125 / (2 * half3) ** 3 == pytest.approx(0.3, rel=1e-12)
+  with pytest.raises(ValueError, match="packing_fraction"):
+    active.box_half_width(10, 1.2)
+
+
+@pytest.mark.parametrize("n, phi", [(64, 0.5), (200, 0.7), (10, 0.05)])
+def test_neighbor_list_forces_equal_all_pairs(x64, n, phi):
+  p = params(n, phi)
+  x = np.asarray(active.random_configuration(jax.random.key(n), n, p)[0])
+  ref = slow_forces(x, p)
+  np.testing.assert_allclose(active.pair_forces_dense(jnp.asarray(x), p), ref, rtol=0, atol=1e-10)
+  cutoff = active.interaction_cutoff(p) + 0.5
+  nbrs = active.neighbor_list(jnp.asarray(x), p, cutoff, max_neighbors=64, max_per_cell=32)
+  assert int(nbrs.overflow) == 0
+  got = np.asarray(active.pair_forces(jnp.asarray(x), nbrs, p))
+  # Pairs beyond the cutoff carry less than exp(-12) / beta each.
+  np.testing.assert_allclose(got, ref, rtol=0, atol=64 * math.exp(-12) / p.beta)
+  # Newton's third law and translation invariance (positions shifted and re-wrapped).
+  np.testing.assert_allclose(got.sum(axis=0), 0.0, atol=1e-9)
+  shifted = active.wrap_positions(jnp.asarray(x) + jnp.array([3.3, -7.1]), p.half_width)
+  np.testing.assert_allclose(active.pair_forces_dense(shifted, p), ref, atol=1e-10)
+
+
+def test_neighbor_list_reports_overflow():
+  p = params(200, 0.7)
+  x = active.random_configuration(jax.random.key(0), 200, p)[0]
+  cutoff = active.interaction_cutoff(p) + 0.5
+  assert int(active.neighbor_list(x, p, cutoff, max_neighbors=2, max_per_cell=32).overflow) > 0
+  assert int(active.neighbor_list(x, p, cutoff, max_neighbors=64, max_per_cell=1).overflow) > 0
+
+
+def test_simulation_steps_match_a_numpy_replay(x64):
+  """Two saved blocks of the jitted loop against eq. 9 stepped in NumPy with the same
+  draws (Euler-Maruyama in x, exact OU in g), neighbour rebuilds included."""
+  n, dt = 24, 0.1
+  p = params(n, 0.4, v0=0.5, gamma=0.2, epsilon=0.05)
+  s0 = np.asarray(active.random_configuration(jax.random.key(1), n, p))
+  key = jax.random.key(2)
+  res = active.simulate_aoup(key, s0, p, dt, 6, save_every=3, skin=0.3)
+  x, g = s0[0].copy(), s0[1].copy()
+  for t in range(6):
+    xi = np.asarray(jax.random.normal(jax.random.fold_in(key, t), s0.shape, jnp.float64))
+    fx = slow_forces(x, p)
+    x_new = x + (p.v0 * g + p.k * fx) * dt + math.sqrt(2 * p.epsilon * dt) * xi[0]
+    x = np.mod(x_new + p.half_width, 2 * p.half_width) - p.half_width
+    g = math.exp(-p.gamma * dt) * g + math.sqrt(1 - math.exp(-2 * p.gamma * dt)) * xi[1]
+    if t % 3 == 2:
+      # The list drops pairs beyond the cutoff, each under exp(-12) / beta.
+      np.testing.assert_allclose(res.states[t // 3], np.stack([x, g]), rtol=0, atol=1e-6)
+  assert int(res.rebuilds) >= 2 and int(res.overflow) == 0
+  # Split runs reproduce the whole one.
+  first = active.simulate_aoup(key, s0, p, dt, 3, save_every=3, skin=0.3)
+  second = active.simulate_aoup(key, first.states[-1], p, dt, 3, save_every=3, skin=0.3,
+                                start_step=3)
+  np.testing.assert_allclose(second.states[-1], res.states[-1], rtol=0, atol=1e-12)
+
+
+def test_free_trapped_particles_reach_the_lyapunov_covariance():
+  """k = 0 with a trap: each particle is the linear trapped AOUP, whose stationary
+  covariance entropylab.production.ou gives exactly (a large box, so no wrapping)."""
+  n = 4000
+  p = active.AOUPParams(v0=0.3, gamma=0.5, epsilon=0.1, k=0.0, trap=0.5, half_width=1e3)
+  s0 = jnp.zeros((2, n, 1))
+  res = active.simulate_aoup(jax.random.key(3), s0, p, 0.01, 3000, save_every=100)
+  samples = np.asarray(res.states[10:]).transpose(0, 2, 1, 3).reshape(-1, 2)
+  ref = np.asarray(prod.lyapunov_covariance(*prod.trapped_aoup(0.5, 0.5, 0.1, 0.3)))
+  np.testing.assert_allclose(np.cov(samples.T), ref, atol=0.03 * np.max(ref))
+
+
+def test_drift_with_and_without_neighbors_and_its_linear_limit(x64):
+  """aoup_drift with a neighbour list equals the all-pairs drift; without interactions
+  it is the linear drift of trapped_aoup acting on each particle."""
+  n = 16
+  p = params(n, 0.3, v0=0.4, gamma=1.0, epsilon=0.5, trap=0.02)
+  s = active.random_configuration(jax.random.key(4), n, p)
+  nbrs = active.neighbor_list(s[0], p, active.interaction_cutoff(p) + 0.5, 32, 16)
+  np.testing.assert_allclose(active.aoup_drift(s, p, nbrs), active.aoup_drift(s, p),
+                             atol=n * math.exp(-12) / p.beta)
+  free = p._replace(k=0.0)
+  m, d = prod.trapped_aoup(free.trap, free.gamma, free.epsilon, free.v0, dim=2)
+  z = jnp.concatenate([s[0], s[1]], axis=1)                    # [N, (x, g)] per particle
+  expect = (z @ m.T).reshape(n, 2, 2).transpose(1, 0, 2)
+  np.testing.assert_allclose(active.aoup_drift(s, free), expect, rtol=1e-12)
+  np.testing.assert_allclose(jnp.broadcast_to(active.aoup_diffusion(free), (2, n, 2)),
+                             jnp.diagonal(d).reshape(2, 1, 2).repeat(n, axis=1))
+
+
+def test_bad_input_raises():
+  p = params()
+  with pytest.raises(ValueError, match="params.gamma"):
+    active.simulate_aoup(jax.random.key(0), jnp.zeros((2, 4, 2)), p._replace(gamma=0.0), 0.1, 1)
+  with pytest.raises(ValueError, match="state0"):
+    active.simulate_aoup(jax.random.key(0), jnp.zeros((3, 4, 2)), p, 0.1, 1)
+  with pytest.raises(ValueError, match="dt"):
+    active.simulate_aoup(jax.random.key(0), jnp.zeros((2, 4, 2)), p, -0.1, 1)
+  with pytest.raises(ValueError, match="capacity"):
+    x = active.random_configuration(jax.random.key(0), 200, params(200, 0.7))
+    active.simulate_aoup(jax.random.key(0), x, params(200, 0.7), 0.1, 2, max_neighbors=1)
