@@ -31,6 +31,7 @@ self-propulsions; the matching diagonal diffusion for
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Optional
 
@@ -228,6 +229,50 @@ class SimulationResult(NamedTuple):
   overflow: Array
 
 
+@functools.partial(jax.jit, static_argnames=("params", "dt", "n_steps", "save_every", "skin",
+                                             "max_neighbors", "max_per_cell"))
+def _simulate(key, state0, start_step, *, params, dt, n_steps, save_every, skin,
+              max_neighbors, max_per_cell) -> SimulationResult:
+  """The jitted loop of :func:`simulate_aoup`; compiled once per system and shape, so
+  resumed chunks (another ``start_step``) reuse it."""
+  cutoff = interaction_cutoff(params) + skin
+  build = lambda x: neighbor_list(x, params, cutoff, max_neighbors, max_per_cell)
+  interacting = params.k != 0
+  if not interacting:
+    # No interactions: no neighbour list to build or keep.
+    build = lambda x: Neighbors(jnp.zeros((x.shape[0], 0), jnp.int32), x, jnp.int32(0))
+  decay = math.exp(-params.gamma * dt)
+  g_noise = math.sqrt(1.0 - decay * decay)
+  x_noise = math.sqrt(2.0 * params.epsilon * dt)
+  dt_a = jnp.asarray(dt, state0.dtype)
+
+  def step(carry, t):
+    state, nbrs, rebuilds, overflow = carry
+    x, g = state[0], state[1]
+    drift_x = params.v0 * g - params.trap * x
+    if interacting:
+      moved = minimum_image(x - nbrs.built_at, params.half_width)
+      stale = jnp.max(jnp.sum(moved * moved, axis=-1)) > (0.5 * skin) ** 2
+      nbrs = lax.cond(stale, lambda: build(x), lambda: nbrs)
+      rebuilds = rebuilds + stale.astype(jnp.int32)
+      overflow = overflow + jnp.where(stale, nbrs.overflow, 0)
+      drift_x = drift_x + params.k * pair_forces(x, nbrs, params)
+    xi = jax.random.normal(jax.random.fold_in(key, t), state.shape, state.dtype)
+    x_new = wrap_positions(x + drift_x * dt_a + x_noise * xi[0], params.half_width)
+    g_new = decay * g + g_noise * xi[1]
+    return (jnp.stack([x_new, g_new]), nbrs, rebuilds, overflow)
+
+  def block(carry, b):
+    first = start_step + b * save_every
+    carry = lax.fori_loop(0, save_every, lambda i, c: step(c, first + i), carry)
+    return carry, carry[0]
+
+  nbrs = build(state0[0])
+  init = (state0, nbrs, jnp.int32(1 if interacting else 0), nbrs.overflow)
+  (_, _, rebuilds, overflow), states = lax.scan(block, init, jnp.arange(n_steps // save_every))
+  return SimulationResult(states, rebuilds, overflow)
+
+
 def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: int,
                   save_every: int = 1, start_step: int = 0, skin: float = 0.5,
                   max_neighbors: int = 32, max_per_cell: Optional[int] = None,
@@ -276,47 +321,11 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
     packed = width ** dim / (math.pi ** (dim / 2) / math.gamma(dim / 2 + 1)
                              * params.radius ** dim)
     max_per_cell = max(8, int(math.ceil(2 * packed)))
-  build = lambda x: neighbor_list(x, params, cutoff, max_neighbors, max_per_cell)
-  decay = math.exp(-params.gamma * dt)
-  g_noise = math.sqrt(1.0 - decay * decay)
-  x_noise = math.sqrt(2.0 * params.epsilon * dt)
-  dt_a = jnp.asarray(dt, state0.dtype)
-
-  interacting = params.k != 0
-  if not interacting:
-    # No interactions: no neighbour list to build or keep.
-    build = lambda x: Neighbors(jnp.zeros((x.shape[0], 0), jnp.int32), x, jnp.int32(0))
-
-  def step(carry, t):
-    state, nbrs, rebuilds, overflow = carry
-    x, g = state[0], state[1]
-    drift_x = params.v0 * g - params.trap * x
-    if interacting:
-      moved = minimum_image(x - nbrs.built_at, params.half_width)
-      stale = jnp.max(jnp.sum(moved * moved, axis=-1)) > (0.5 * skin) ** 2
-      nbrs = lax.cond(stale, lambda: build(x), lambda: nbrs)
-      rebuilds = rebuilds + stale.astype(jnp.int32)
-      overflow = overflow + jnp.where(stale, nbrs.overflow, 0)
-      drift_x = drift_x + params.k * pair_forces(x, nbrs, params)
-    xi = jax.random.normal(jax.random.fold_in(key, t), state.shape, state.dtype)
-    x_new = wrap_positions(x + drift_x * dt_a + x_noise * xi[0], params.half_width)
-    g_new = decay * g + g_noise * xi[1]
-    return (jnp.stack([x_new, g_new]), nbrs, rebuilds, overflow)
-
-  def block(carry, b):
-    first = start_step + b * save_every
-    carry = lax.fori_loop(0, save_every, lambda i, c: step(c, first + i), carry)
-    return carry, carry[0]
-
-  @jax.jit
-  def run(state0):
-    nbrs = build(state0[0])
-    init = (state0, nbrs, jnp.int32(1), nbrs.overflow)
-    (_, _, rebuilds, overflow), states = lax.scan(block, init,
-                                                  jnp.arange(n_steps // save_every))
-    return SimulationResult(states, rebuilds, overflow)
-
-  result = run(state0)
+  params = AOUPParams(*(float(v) for v in params))
+  run = functools.partial(_simulate, params=params, dt=float(dt), n_steps=int(n_steps),
+                          save_every=int(save_every), skin=float(skin),
+                          max_neighbors=int(max_neighbors), max_per_cell=int(max_per_cell))
+  result = run(key, state0, jnp.int32(start_step))
   if check:
     if int(result.overflow) > 0:
       raise ValueError(f"neighbour-list capacity overflowed {int(result.overflow)} times; "
