@@ -1,0 +1,83 @@
+"""Networks (entropylab.models): shapes follow the state, and the local transformer's
+symmetries (permutation equivariance, translation invariance, locality) hold exactly."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from entropylab.models import LocalTransformer, MLP, nearest_neighbors
+from entropylab.production import active
+
+
+def test_mlp_maps_states_to_their_shape_or_a_scalar():
+  x = jnp.ones((5, 3, 2))
+  m = MLP(features=(8,), state_ndim=2)
+  p = m.init(jax.random.key(0), x)
+  out = m.apply(p, x)
+  # One state's output does not depend on the others in the batch.
+  np.testing.assert_allclose(out[1], m.apply(p, x[1]), rtol=1e-6)
+  s = MLP(features=(8,), out_features=1, squeeze=True)
+  ps = s.init(jax.random.key(0), jnp.ones(4))
+  assert s.apply(ps, jnp.ones((7, 4))).shape == (7,)
+
+
+def test_nearest_neighbors_match_a_slow_search():
+  rng = np.random.default_rng(0)
+  half = 5.0
+  x = rng.uniform(-half, half, size=(40, 2))
+  idx, rel = nearest_neighbors(jnp.asarray(x), half, 6)
+  for i in range(40):
+    d = x - x[i]
+    d = d - 2 * half * np.round(d / (2 * half))
+    dist = np.linalg.norm(d, axis=1)
+    dist[i] = np.inf
+    np.testing.assert_array_equal(np.sort(np.asarray(idx[i])), np.sort(np.argsort(dist)[:6]))
+    np.testing.assert_allclose(rel[i], d[np.asarray(idx[i])], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def transformer():
+  p = active.AOUPParams(v0=0.1, gamma=0.1, epsilon=0.1, half_width=active.box_half_width(48, 0.3))
+  state = active.random_configuration(jax.random.key(1), 48, p)
+  net = LocalTransformer(num_neighbors=8, width=32, depth=2, heads=4)
+  params = net.init(jax.random.key(2), state, p.half_width)
+  return net, params, state, p
+
+
+def test_local_transformer_is_permutation_equivariant(transformer):
+  net, params, state, p = transformer
+  perm = jax.random.permutation(jax.random.key(3), state.shape[1])
+  out = net.apply(params, state, p.half_width)
+  np.testing.assert_allclose(net.apply(params, state[:, perm], p.half_width), out[:, perm],
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_local_transformer_is_translation_invariant(transformer):
+  net, params, state, p = transformer
+  shifted = state.at[0].set(active.wrap_positions(state[0] + jnp.array([2.7, -4.1]),
+                                                  p.half_width))
+  np.testing.assert_allclose(net.apply(params, shifted, p.half_width),
+                             net.apply(params, state, p.half_width), rtol=1e-4, atol=1e-4)
+
+
+def test_local_transformer_is_local_and_transfers_to_larger_systems(transformer):
+  """Tiling the box 2x2 (4N particles, same density) leaves every particle's
+  neighbourhood, hence its output, unchanged."""
+  net, params, state, p = transformer
+  L = p.half_width
+  x, g = state[0], state[1]
+  tiles = [x + jnp.array([dx, dy]) for dx in (-L, L) for dy in (-L, L)]
+  big_x = active.wrap_positions(jnp.concatenate([active.wrap_positions(t, 2 * L) for t in tiles]),
+                                2 * L)
+  big = jnp.stack([big_x, jnp.concatenate([g] * 4)])
+  out_big = net.apply(params, big, 2 * L)
+  out = net.apply(params, state, L)
+  for t in range(4):
+    np.testing.assert_allclose(out_big[:, t * 48:(t + 1) * 48], out, rtol=1e-4, atol=1e-4)
+
+
+def test_local_transformer_needs_more_particles_than_neighbors(transformer):
+  net, params, state, p = transformer
+  with pytest.raises(ValueError, match="num_neighbors"):
+    net.apply(params, state[:, :8], p.half_width)
