@@ -24,6 +24,7 @@ _MODULES = (
     "experiments.mecb_couplings",
     "experiments.information_estimators",
     "experiments.epr_validation",
+    "experiments.active_matter",
 )
 
 

@@ -78,10 +78,19 @@ def _check_diffusion(diffusion, state_shape: tuple) -> Array:
   return jnp.broadcast_to(d, state_shape)
 
 
-def _check_sigma(sigma) -> None:
-  if _checks.is_concrete(jnp.asarray(sigma)):
-    if np.ndim(sigma) != 0 or not (np.isfinite(float(sigma)) and float(sigma) > 0):
-      raise ValueError(f"sigma must be a finite positive scalar, got {sigma!r}")
+def _check_sigma(sigma, state_shape: tuple) -> None:
+  arr = jnp.asarray(sigma)
+  try:
+    ok_shape = np.broadcast_shapes(arr.shape, state_shape) == tuple(state_shape)
+  except ValueError:
+    ok_shape = False
+  if not ok_shape:
+    raise ValueError(f"sigma of shape {arr.shape} must broadcast to the state shape "
+                     f"{tuple(state_shape)}")
+  if _checks.is_concrete(arr):
+    v = np.asarray(arr)
+    if not (np.all(np.isfinite(v)) and np.all(v > 0)):
+      raise ValueError(f"sigma must be finite and positive, got {sigma!r}")
 
 
 # --------------------------------------------------------------------------- derivatives
@@ -150,7 +159,9 @@ def denoising_score_matching_loss(score: StateFn, x, key: Array, sigma,
 
   Vincent (2011), eq. 7, scaled by :math:`\sigma^2`: the minimiser is the score of
   :math:`\rho * N(0, \sigma^2 I)`, which tends to :math:`\nabla\log\rho` as
-  :math:`\sigma \to 0`. With ``antithetic`` each noise draw is used with both signs,
+  :math:`\sigma \to 0`. ``sigma`` may differ per coordinate (an array broadcastable to
+  the state shape, e.g. ``[2, 1, 1]`` for positions and self-propulsions on different
+  scales); the products are then elementwise. With ``antithetic`` each noise draw is used with both signs,
   :math:`\tfrac12(|\sigma s(x+\sigma\xi) + \xi|^2 + |\sigma s(x-\sigma\xi) - \xi|^2)`,
   which cancels the :math:`O(1/\sigma)` term of the loss's variance (Boffi &
   Vanden-Eijnden, PNAS 2024, SI).
@@ -159,7 +170,8 @@ def denoising_score_matching_loss(score: StateFn, x, key: Array, sigma,
     score: ``s(state) -> [*S]``.
     x: ``[B, *S]`` samples of :math:`\rho`.
     key: PRNG key for the noise.
-    sigma: noise scale ``> 0`` (units of ``x``).
+    sigma: noise scale ``> 0`` (units of ``x``): a scalar or an array broadcastable to
+      the state shape.
     antithetic: use each draw with both signs.
 
   Returns:
@@ -167,7 +179,7 @@ def denoising_score_matching_loss(score: StateFn, x, key: Array, sigma,
   """
   _check_fn(score, "score")
   x = _check_samples(x)
-  _check_sigma(sigma)
+  _check_sigma(sigma, x.shape[1:])
   xi = jax.random.normal(key, x.shape, x.dtype)
   sig = jnp.asarray(sigma, x.dtype)
   s = jax.vmap(score)
