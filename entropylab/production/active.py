@@ -202,6 +202,33 @@ def aoup_drift(state: Array, params: AOUPParams, neighbors: Optional[Neighbors] 
   return jnp.stack([params.v0 * g + params.k * forces - params.trap * x, -params.gamma * g])
 
 
+def shifted_score(network, params: AOUPParams):
+  r"""The "shift" parametrisation of the score (Boffi & Vanden-Eijnden, PNAS 2024, SI):
+  :math:`s(z) = \mathrm{NN}(z) + (b_x(z)/\epsilon, -g)`, exact with
+  :math:`\mathrm{NN} = 0` at :math:`v_0 = 0`, where the stationary density is
+  :math:`\propto e^{-U(x)/\epsilon} N(g; 0, I)` and :math:`b_x = -\nabla U`; the
+  network then learns only the activity's correction. With :math:`\mathrm{NN} = 0` the
+  velocity :math:`v = b - Ds` vanishes for every :math:`v_0`, so the whole rate comes
+  from the network. Needs :math:`\epsilon > 0`.
+
+  Args:
+    network: ``NN(state [2, N, d]) -> [2, N, d]``.
+    params: the system (its all-pairs drift is used).
+
+  Returns:
+    ``s(state) -> [2, N, d]``.
+  """
+  check_params(params)
+  if not params.epsilon > 0:
+    raise ValueError("the shift parametrisation divides by params.epsilon, which is 0")
+
+  def score(state):
+    b = aoup_drift(state, params)
+    return network(state) + jnp.stack([b[0] / params.epsilon, -state[1]])
+
+  return score
+
+
 def aoup_diffusion(params: AOUPParams) -> Array:
   """Diagonal diffusion for ``[2, N, d]`` states: ``[[[epsilon]], [[gamma]]]``."""
   return jnp.array([params.epsilon, params.gamma]).reshape(2, 1, 1)
@@ -360,6 +387,7 @@ __all__ = [
     "pair_forces",
     "pair_forces_dense",
     "random_configuration",
+    "shifted_score",
     "simulate_aoup",
     "wrap_positions",
 ]
