@@ -234,7 +234,7 @@ def entropy_production_rate(drift: StateFn, score: StateFn, diffusion, x,
   return _checks.to_base(per_coordinate if local else jnp.sum(per_coordinate), base)
 
 
-def score_free_entropy_production(drift: StateFn, diffusion, x,
+def score_free_entropy_production(drift: StateFn, diffusion, x, local: bool = False,
                                   base: Optional[float] = None) -> Array:
   r"""Entropy production rate from the drift alone, a cross-check of a learned score.
 
@@ -253,10 +253,17 @@ def score_free_entropy_production(drift: StateFn, diffusion, x,
     drift: ``b(state) -> [*S]``.
     diffusion: diagonal of ``D``, as in :func:`entropy_production_rate`.
     x: ``[B, *S]`` stationary samples.
+    local: if true return the ``[*S]`` per-coordinate terms
+      :math:`E[b_i^2/D_i + \partial_i b_i]` (noisy ``i``) and
+      :math:`E[-\partial_i b_i]` (noiseless ``i``), which sum to the rate. This split is
+      the second form of a local density; it differs coordinate by coordinate from
+      :func:`entropy_production_rate`'s ``local`` terms (the integration by parts
+      holds for the sum), so compare the two forms particle by particle only as a
+      diagnostic.
     base: log base; ``None`` for nats per unit time.
 
   Returns:
-    ``[]`` rate in nats (or ``base`` units) per unit time.
+    ``[]`` (or ``[*S]``) rate in nats (or ``base`` units) per unit time.
   """
   _check_fn(drift, "drift")
   x = _check_samples(x)
@@ -268,9 +275,10 @@ def score_free_entropy_production(drift: StateFn, diffusion, x,
   def per_sample(xi):
     b = drift(xi)
     jd = jacobian_diagonal(drift, xi)
-    return jnp.sum(b * b * inv + jnp.where(noisy, jd, -jd))
+    return b * b * inv + jnp.where(noisy, jd, -jd)
 
-  return _checks.to_base(jnp.mean(jax.vmap(per_sample)(x)), base)
+  terms = jnp.mean(jax.vmap(per_sample)(x), axis=0)
+  return _checks.to_base(terms if local else jnp.sum(terms), base)
 
 
 def stationarity_residual(drift: StateFn, score: StateFn, diffusion, x) -> Array:

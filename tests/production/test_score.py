@@ -51,6 +51,15 @@ def test_exact_score_gives_the_closed_form_rate(x64, system):
                              rtol=0.02, atol=1e-3)
   free = float(prod.score_free_entropy_production(drift, diag, x))
   assert abs(free - exact) < 0.03 * exact
+  free_local = np.asarray(prod.score_free_entropy_production(drift, diag, x, local=True))
+  assert abs(free_local.sum() - free) < 1e-9 * max(1.0, abs(free))
+  # Closed form of those terms: (M S M^T)_ii / D_i + M_ii, or -M_ii where D_i = 0.
+  sig = np.asarray(prod.lyapunov_covariance(m, d))
+  mm, dd = np.asarray(m), np.diagonal(np.asarray(d))
+  bb = np.diagonal(mm @ sig @ mm.T)
+  expect = np.where(dd > 0, bb / np.where(dd > 0, dd, 1.0) + np.diagonal(mm), -np.diagonal(mm))
+  scale = np.where(dd > 0, bb / np.where(dd > 0, dd, 1.0), np.abs(np.diagonal(mm)))
+  np.testing.assert_allclose(free_local, expect, rtol=0, atol=0.02 * np.max(scale))
   # Stationarity: E[v . s] vanishes against the scale E[|v| |s|].
   resid = float(prod.stationarity_residual(drift, score, diag, x))
   v = jax.vmap(prod.probability_flow_velocity(drift, score, diag))(x)
