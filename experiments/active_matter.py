@@ -44,15 +44,13 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from entropylab import production as prod
 from entropylab.models import LocalTransformer
 from entropylab.production import active
 from entropylab.runner.rundir import RunDir
-from entropylab.runner.train import fit
-
 import experiments
+from experiments._training import fit_adam_cosine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,15 +167,11 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
     score = lambda z: net.apply(p, z.at[0].set(active.wrap_positions(z[0], half)), half)
     return prod.denoising_score_matching_loss(score, xb, k, sigma)
 
-  schedule = optax.cosine_decay_schedule(cfg.learning_rate, cfg.train_steps, alpha=0.05)
-  chunk = max(1, min(500, cfg.train_steps // 4))
-  while cfg.train_steps % chunk:
-    chunk -= 1
-  state, _ = fit(loss_fn, init, optax.adam(schedule), jax.random.key(cfg.seed + 1),
-                       num_steps=cfg.train_steps, batch_fn=batch_fn,
-                       run_dir=RunDir(run_dir.path / "train"), chunk_size=chunk,
-                       resume=resume, progress=cfg.progress)
-  return net, state.params
+  trained = fit_adam_cosine(loss_fn, init, jax.random.key(cfg.seed + 1),
+                            num_steps=cfg.train_steps, learning_rate=cfg.learning_rate,
+                            batch_fn=batch_fn, run_dir=RunDir(run_dir.path / "train"),
+                            resume=resume, progress=cfg.progress)
+  return net, trained
 
 
 def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray) -> dict:

@@ -46,15 +46,13 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from entropylab import production as prod
 from entropylab.models import MLP
 from entropylab.runner.cells import run_cells
 from entropylab.runner.rundir import RunDir
-from entropylab.runner.train import fit
-
 import experiments
+from experiments._training import fit_adam_cosine
 
 SYSTEMS = ("ou", "beads2", "beads5", "aoup", "aoup_hypo")
 ESTIMATORS = ("exact_score", "score_free", "learned_ism", "learned_dsm", "neep", "tur")
@@ -183,14 +181,10 @@ def train_score(x: np.ndarray, loss_name: str, cfg: Config, ckpt_dir, resume: bo
       return prod.implicit_score_matching_loss(s, xb)
     return prod.denoising_score_matching_loss(s, xb, k, sigma)
 
-  schedule = optax.cosine_decay_schedule(cfg.learning_rate, cfg.train_steps, alpha=0.05)
-  chunk = max(1, min(500, cfg.train_steps // 4))
-  while cfg.train_steps % chunk:
-    chunk -= 1
-  state, _ = fit(loss_fn, params, optax.adam(schedule), key, num_steps=cfg.train_steps,
-                 batch_fn=batch_fn, run_dir=ckpt_dir, chunk_size=chunk, resume=resume,
-                 progress=False)
-  return lambda z: model.apply(state.params, z)
+  trained = fit_adam_cosine(loss_fn, params, key, num_steps=cfg.train_steps,
+                            learning_rate=cfg.learning_rate, batch_fn=batch_fn,
+                            run_dir=ckpt_dir, resume=resume)
+  return lambda z: model.apply(trained, z)
 
 
 def train_neep(x: np.ndarray, y: np.ndarray, cfg: Config, ckpt_dir, resume: bool, key):
@@ -206,14 +200,9 @@ def train_neep(x: np.ndarray, y: np.ndarray, cfg: Config, ckpt_dir, resume: bool
     return xj[i], yj[i]
 
   loss_fn = lambda p, batch: -prod.neep_objective(h_of(p), *batch)
-  schedule = optax.cosine_decay_schedule(cfg.learning_rate, cfg.neep_steps, alpha=0.05)
-  chunk = max(1, min(500, cfg.neep_steps // 4))
-  while cfg.neep_steps % chunk:
-    chunk -= 1
-  state, _ = fit(loss_fn, params, optax.adam(schedule), key, num_steps=cfg.neep_steps,
-                 batch_fn=batch_fn, run_dir=ckpt_dir, chunk_size=chunk, resume=resume,
-                 progress=False)
-  return h_of(state.params)
+  return h_of(fit_adam_cosine(loss_fn, params, key, num_steps=cfg.neep_steps,
+                              learning_rate=cfg.learning_rate, batch_fn=batch_fn,
+                              run_dir=ckpt_dir, resume=resume))
 
 
 def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, object]:
