@@ -144,6 +144,13 @@ def neighbor_list(x: Array, params: AOUPParams, cutoff: float, max_neighbors: in
     x`` and ``overflow``, the number of particles with more than ``K`` partners plus
     cells holding more than ``max_per_cell`` particles (0 when the list is exact).
   """
+  if x.ndim != 2:
+    raise ValueError(f"x must be [N, d] positions, got shape {x.shape}")
+  if not (math.isfinite(float(cutoff)) and float(cutoff) > 0):
+    raise ValueError(f"cutoff must be a finite positive distance, got {cutoff}")
+  for name, v in (("max_neighbors", max_neighbors), ("max_per_cell", max_per_cell)):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f"{name} must be an int >= 1, got {v!r}")
   n, dim = x.shape
   side = _cells_per_side(params.half_width, cutoff)
   if side < 3:
@@ -196,6 +203,9 @@ def aoup_drift(state: Array, params: AOUPParams, neighbors: Optional[Neighbors] 
   :math:`v_0 g + k\sum F - A x`, self-propulsions :math:`-\gamma g`. Without
   ``neighbors`` the forces are summed over all pairs (differentiable everywhere, for
   the divergences of :mod:`entropylab.production.score`)."""
+  if state.ndim != 3 or state.shape[0] != 2:
+    raise ValueError(f"state must be [2, N, d] (positions, self-propulsions), got shape "
+                     f"{state.shape}")
   x, g = state[0], state[1]
   forces = pair_forces_dense(x, params) if neighbors is None else pair_forces(x, neighbors,
                                                                                params)

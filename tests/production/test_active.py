@@ -131,6 +131,12 @@ def test_bad_input_raises():
     active.simulate_aoup(jax.random.key(0), jnp.zeros((3, 4, 2)), p, 0.1, 1)
   with pytest.raises(ValueError, match="dt"):
     active.simulate_aoup(jax.random.key(0), jnp.zeros((2, 4, 2)), p, -0.1, 1)
+  with pytest.raises(ValueError, match="state must be"):
+    active.aoup_drift(jnp.zeros((4, 2)), p)
+  with pytest.raises(ValueError, match="cutoff"):
+    active.neighbor_list(jnp.zeros((4, 2)), p, 0.0, 8, 8)
+  with pytest.raises(ValueError, match="max_neighbors"):
+    active.neighbor_list(jnp.zeros((4, 2)), p, 3.0, 0, 8)
   with pytest.raises(ValueError, match="capacity"):
     x = active.random_configuration(jax.random.key(0), 200, params(200, 0.7))
     active.simulate_aoup(jax.random.key(0), x, params(200, 0.7), 0.1, 2, max_neighbors=1)
