@@ -1,7 +1,7 @@
 """Entropy production of motility-induced phase separation from a learned local score.
 
 Boffi & Vanden-Eijnden ("Deep learning probability flows and entropy production rates in
-active matter", PNAS 2024, Fig. 3): active Ornstein-Uhlenbeck particles with soft
+active matter", PNAS 2024): active Ornstein-Uhlenbeck particles with soft
 repulsion (``entropylab.production.active``) at v0 = 0.025, gamma = 1e-4, packing
 fraction 0.5, eps = 0 (noise only in the self-propulsion g) and dt = 0.1 phase-separate
 into dense clusters and a dilute gas. With eps = 0 the entropy production rate is

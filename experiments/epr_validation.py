@@ -167,9 +167,7 @@ def train_score(x: np.ndarray, loss_name: str, cfg: Config, ckpt_dir, resume: bo
 
   The network sees each coordinate divided by its sample standard deviation ``c`` and
   its output is divided by ``c`` again, ``s(x) = NN(x / c) / c``: the score of the
-  standardised data, mapped back. Denoising noise is ``dsm_sigma * c`` per coordinate.
-  (In the smoke preset this took the 5-bead chain's learned-score errors from +15% /
-  +20% to +7% / +9%.)"""
+  standardised data, mapped back. Denoising noise is ``dsm_sigma * c`` per coordinate."""
   model = MLP(features=cfg.hidden)
   xj = jnp.asarray(x)
   c = jnp.std(xj, axis=0)

@@ -95,6 +95,15 @@ def check_same_shape(a: jnp.ndarray, b: jnp.ndarray, name_a: str, name_b: str) -
     raise ValueError(f"{name_a} and {name_b} must have the same shape, got {a.shape} and {b.shape}")
 
 
+def check_positive_int(value: Any, name: str) -> int:
+  """``value`` as an ``int >= 1``; :class:`TypeError` / :class:`ValueError` naming ``name``."""
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+  if value < 1:
+    raise ValueError(f"{name} must be an int >= 1, got {value}")
+  return int(value)
+
+
 def check_base(base) -> None:
   if base is None:
     return

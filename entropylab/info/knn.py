@@ -407,7 +407,7 @@ def _knn_sweep(queries: Array, points: Array, k: int, norm: str, same: bool, blo
         mask = mask & (positions[None, :] != rows[:, None])
       d = jnp.where(mask, d, jnp.inf)
       # Always merge: skipping chunks with no closer point behind a lax.cond cost more
-      # (its dispatch) than the selection it saved (10-15% on CPU, N = 10^4..10^5).
+      # (its dispatch on CPU) than the selection it saved.
       vals, cols = _smallest_k(jnp.concatenate([best_d, d], axis=1), k)
       alli = jnp.concatenate([best_pos, jnp.broadcast_to(positions, d.shape)], axis=1)
       return vals, jnp.take_along_axis(alli, cols, axis=1)

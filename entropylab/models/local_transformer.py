@@ -1,7 +1,8 @@
 """A spatially local transformer over each particle's nearest neighbours.
 
-The score network of Boffi & Vanden-Eijnden ("Deep learning probability flows and entropy
-production rates in active matter", PNAS 2024, SI "Network architecture") for systems of
+A score network in the manner of Boffi & Vanden-Eijnden ("Deep learning probability flows
+and entropy production rates in active matter", PNAS 2024), who use spatially local
+attention over neighbours, for systems of
 ``N`` identical particles in a periodic box: particle ``i`` sees its own
 self-propulsion ``g_i`` and, for each of its ``K`` nearest neighbours ``j``, the
 minimum-image offset ``x_j - x_i``, its length and ``g_j``. A stack of pre-norm

@@ -1,7 +1,8 @@
 r"""Interacting active Ornstein-Uhlenbeck particles (AOUP) in a periodic box.
 
 The system of Boffi & Vanden-Eijnden ("Deep learning probability flows and entropy
-production rates in active matter", PNAS 2024, eq. 9), ``N`` particles in ``d``
+production rates in active matter", PNAS 2024, their active Ornstein-Uhlenbeck
+model), ``N`` particles in ``d``
 dimensions with positions :math:`x_i` and self-propulsion :math:`g_i`:
 
 .. math::
@@ -13,7 +14,8 @@ with the soft repulsion :math:`F(r) = \mathrm{softplus}_\beta(2a - |r|)\,r/|r|`,
 ``a``, minimum-image distances in the box :math:`[-L, L)^d`. The box follows from the
 packing fraction :math:`\phi = N V_d(a) / (2L)^d` (:func:`box_half_width`). Motility-
 induced phase separation appears at :math:`v_0 = 0.025`, :math:`\gamma = 10^{-4}`,
-:math:`\phi = 0.5`, :math:`\epsilon = 0`, :math:`\Delta t = 0.1` (their Fig. 3).
+:math:`\phi = 0.5`, :math:`\epsilon = 0`, :math:`\Delta t = 0.1` (the paper's MIPS
+parameters).
 
 Forces use a cell list (:func:`neighbor_list`): particles are binned into cells at
 least ``cutoff`` wide, and each particle keeps at most ``max_neighbors`` partners
@@ -41,6 +43,7 @@ import numpy as np
 from jax import lax
 
 from entropylab.info import _checks
+from entropylab.production import sde
 
 Array = jax.Array
 
@@ -80,14 +83,12 @@ def box_half_width(n: int, packing_fraction: float, radius: float = 1.0,
                    dim: int = 2) -> float:
   r"""Half width ``L`` of the periodic box :math:`[-L, L)^d` holding ``n`` disks (or
   balls) of ``radius`` at ``packing_fraction`` :math:`\phi = n V_d(a) / (2L)^d`."""
-  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-    raise ValueError(f"n must be an int >= 1, got {n!r}")
+  _checks.check_positive_int(n, "n")
   if not (0 < packing_fraction < 1):
     raise ValueError(f"packing_fraction must be in (0, 1), got {packing_fraction}")
   if not radius > 0:
     raise ValueError(f"radius must be positive, got {radius}")
-  if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-    raise ValueError(f"dim must be an int >= 1, got {dim!r}")
+  _checks.check_positive_int(dim, "dim")
   ball = math.pi ** (dim / 2) / math.gamma(dim / 2 + 1) * radius ** dim
   return 0.5 * (n * ball / packing_fraction) ** (1.0 / dim)
 
@@ -148,9 +149,8 @@ def neighbor_list(x: Array, params: AOUPParams, cutoff: float, max_neighbors: in
     raise ValueError(f"x must be [N, d] positions, got shape {x.shape}")
   if not (math.isfinite(float(cutoff)) and float(cutoff) > 0):
     raise ValueError(f"cutoff must be a finite positive distance, got {cutoff}")
-  for name, v in (("max_neighbors", max_neighbors), ("max_per_cell", max_per_cell)):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-      raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+  _checks.check_positive_int(max_neighbors, "max_neighbors")
+  _checks.check_positive_int(max_per_cell, "max_per_cell")
   n, dim = x.shape
   side = _cells_per_side(params.half_width, cutoff)
   if side < 3:
@@ -199,7 +199,7 @@ def pair_forces(x: Array, neighbors: Neighbors, params: AOUPParams) -> Array:
 
 def aoup_drift(state: Array, params: AOUPParams, neighbors: Optional[Neighbors] = None
                ) -> Array:
-  r"""Drift ``b(state)`` of eq. 9, ``[2, N, d]``: positions
+  r"""Drift ``b(state)`` of the model above, ``[2, N, d]``: positions
   :math:`v_0 g + k\sum F - A x`, self-propulsions :math:`-\gamma g`. Without
   ``neighbors`` the forces are summed over all pairs (differentiable everywhere, for
   the divergences of :mod:`entropylab.production.score`)."""
@@ -213,7 +213,7 @@ def aoup_drift(state: Array, params: AOUPParams, neighbors: Optional[Neighbors] 
 
 
 def shifted_score(network, params: AOUPParams):
-  r"""The "shift" parametrisation of the score (Boffi & Vanden-Eijnden, PNAS 2024, SI):
+  r"""The "shift" parametrisation of the score (Boffi & Vanden-Eijnden, PNAS 2024):
   :math:`s(z) = \mathrm{NN}(z) + (b_x(z)/\epsilon, -g)`, exact with
   :math:`\mathrm{NN} = 0` at :math:`v_0 = 0`, where the stationary density is
   :math:`\propto e^{-U(x)/\epsilon} N(g; 0, I)` and :math:`b_x = -\nabla U`; the
@@ -314,7 +314,7 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
                   save_every: int = 1, start_step: int = 0, skin: float = 0.5,
                   max_neighbors: int = 32, max_per_cell: Optional[int] = None,
                   check: bool = True) -> SimulationResult:
-  r"""Integrates eq. 9: Euler-Maruyama in ``x`` (folded into the box), the exact
+  r"""Integrates the model above: Euler-Maruyama in ``x`` (folded into the box), the exact
   Ornstein-Uhlenbeck update :math:`g' = e^{-\gamma\Delta t} g +
   \sqrt{1 - e^{-2\gamma\Delta t}}\,\xi` in ``g``. Step ``t`` draws its noise from
   ``fold_in(key, start_step + t)``, so split runs reproduce a whole one.
@@ -341,12 +341,10 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
   state0 = _checks.as_float_array(state0, "state0")
   if state0.ndim != 3 or state0.shape[0] != 2:
     raise ValueError(f"state0 must be [2, N, d], got shape {state0.shape}")
-  if not (math.isfinite(float(dt)) and float(dt) > 0):
-    raise ValueError(f"dt must be a finite positive number, got {dt}")
+  sde.check_time_step(dt)
   for name, v in (("n_steps", n_steps), ("save_every", save_every),
                   ("max_neighbors", max_neighbors)):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-      raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    _checks.check_positive_int(v, name)
   if n_steps % save_every:
     raise ValueError(f"n_steps ({n_steps}) must be a multiple of save_every ({save_every})")
   if not skin > 0:

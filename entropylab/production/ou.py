@@ -9,8 +9,9 @@ diffusion ``D`` has the Gaussian stationary density :math:`\rho = N(0, \Sigma)`,
 
 Its probability-flow velocity is :math:`v(z) = Mz - D\nabla\log\rho(z) = (M + D\Sigma^{-1})z`
 and its entropy production rate (Boffi & Vanden-Eijnden, "Deep learning probability
-flows and entropy production rates in active matter", PNAS 2024, eqs. 5 and 8; Seifert,
-Rep. Prog. Phys. 75, 126001 (2012), eq. 59 for the elliptic case) is
+flows and entropy production rates in active matter", PNAS 2024: the rate as the
+probability-flow velocity's weighted norm; Seifert, Rep. Prog. Phys. 75, 126001 (2012),
+for the elliptic case) is
 
 .. math:: \dot S = E_\rho[v^\top D^{+} v] = \mathrm{Tr}(D^{+} V \Sigma V^\top),\qquad V = M + D\Sigma^{-1},
 
@@ -151,7 +152,7 @@ def ou_entropy_production(M, D, per_coordinate: bool = False,
   r"""Exact stationary entropy production rate of :math:`dz = Mz\,dt + \sqrt{2D}\,dW`.
 
   :math:`\dot S = \mathrm{Tr}(D^{+} V\Sigma V^\top)` with :math:`V = M + D\Sigma^{-1}`
-  (Boffi & Vanden-Eijnden, PNAS 2024, eqs. 5 and 8), which for invertible ``D`` equals
+  (Boffi & Vanden-Eijnden, PNAS 2024), which for invertible ``D`` equals
   :math:`\mathrm{Tr}(M^\top D^{-1} M\Sigma) + \mathrm{Tr}\,M`. Coordinates without noise
   (zero rows of ``D``) contribute nothing: for active particles with noise only in
   their self-propulsion this is the hypoelliptic rate
@@ -233,8 +234,7 @@ def sample_ou_pairs(key: Array, M, D, tau, num: int) -> tuple[Array, Array]:
   No time-step error: the references for trajectory estimators."""
   m = check_drift_matrix(M)
   d = check_diffusion_matrix(D, m.shape[0])
-  if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
-    raise ValueError(f"num must be an int >= 1, got {num!r}")
+  _checks.check_positive_int(num, "num")
   dtype = jnp.result_type(m.dtype, d.dtype)
   sigma, e, q = _pair_covariances(m.astype(dtype), d.astype(dtype), tau)
   k0, k1 = jax.random.split(key)
@@ -290,7 +290,7 @@ def trapped_aoup(trap: float, gamma: float, epsilon: float, v0: float,
 
   :math:`dx = (v_0 g - A x)\,dt + \sqrt{2\epsilon}\,dW`,
   :math:`dg = -\gamma g\,dt + \sqrt{2\gamma}\,dW'` in ``dim`` dimensions (Boffi &
-  Vanden-Eijnden, PNAS 2024, eq. 9 without interactions), state ordered
+  Vanden-Eijnden, PNAS 2024, their active model without interactions), state ordered
   :math:`z = (x_1..x_{dim}, g_1..g_{dim})`. Its entropy production per dimension is
   :math:`\gamma v_0^2 / (\epsilon (A + \gamma))` for :math:`\epsilon > 0` and ``A``
   for :math:`\epsilon = 0` (noise in ``g`` only), both from
@@ -306,8 +306,7 @@ def trapped_aoup(trap: float, gamma: float, epsilon: float, v0: float,
   Returns:
     ``(M [2 dim, 2 dim], D [2 dim, 2 dim])``.
   """
-  if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-    raise ValueError(f"dim must be an int >= 1, got {dim!r}")
+  _checks.check_positive_int(dim, "dim")
   for name, value, ok in (("trap", trap, lambda v: v > 0), ("gamma", gamma, lambda v: v > 0),
                           ("epsilon", epsilon, lambda v: v >= 0),
                           ("v0", v0, lambda v: np.isfinite(v))):

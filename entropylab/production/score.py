@@ -5,7 +5,7 @@ entries for noiseless coordinates) and stationary density :math:`\rho`, Boffi &
 Vanden-Eijnden ("Deep learning probability flows and entropy production rates in
 active matter", PNAS 2024) learn the score :math:`s \approx \nabla\log\rho` from
 stationary samples and read the entropy production rate off the probability-flow
-velocity :math:`v = b - Ds` (their eqs. 5-8):
+velocity :math:`v = b - Ds`:
 
 .. math:: \dot S = E_\rho\Big[\sum_{i: D_i > 0} v_i^2 / D_i\Big],
 
@@ -20,11 +20,11 @@ or an array broadcastable to ``S`` holding the diagonal of ``D``.
 
 Losses (``score`` evaluated on samples, scalar results, units of inverse length squared):
 
-* :func:`implicit_score_matching_loss` (Hyvarinen, JMLR 6 (2005), eq. 4):
+* :func:`implicit_score_matching_loss` (Hyvarinen, JMLR 6 (2005), Theorem 1):
   :math:`E[\tfrac12|s|^2 + \nabla\cdot s]`, divergence exact (one forward-mode
   derivative per coordinate) or by Hutchinson's estimator;
-* :func:`denoising_score_matching_loss` (Vincent, Neural Comput. 23 (2011), eq. 7; the
-  antithetic pair of Boffi & Vanden-Eijnden, SI): :math:`E|\sigma s(x + \sigma\xi) +
+* :func:`denoising_score_matching_loss` (Vincent, Neural Comput. 23 (2011); with
+  the antithetic pair used by Boffi & Vanden-Eijnden): :math:`E|\sigma s(x + \sigma\xi) +
   \xi|^2`, whose minimiser is the score of :math:`\rho` smoothed at scale ``sigma``.
 """
 
@@ -123,7 +123,7 @@ def implicit_score_matching_loss(score: StateFn, x, key: Optional[Array] = None,
                                  probes: int = 1) -> Array:
   r"""Implicit score matching :math:`E_x[\tfrac12|s(x)|^2 + \nabla\cdot s(x)]`.
 
-  Hyvarinen (2005), eq. 4: equal, up to a constant independent of ``s``, to
+  Hyvarinen (2005), Theorem 1: equal, up to a constant independent of ``s``, to
   :math:`\tfrac12 E|s - \nabla\log\rho|^2`, so its minimiser is the score.
 
   Args:
@@ -138,8 +138,7 @@ def implicit_score_matching_loss(score: StateFn, x, key: Optional[Array] = None,
   """
   _check_fn(score, "score")
   x = _check_samples(x)
-  if isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 1:
-    raise ValueError(f"probes must be an int >= 1, got {probes!r}")
+  _checks.check_positive_int(probes, "probes")
 
   def per_sample(xi, k):
     s = score(xi)
@@ -157,14 +156,15 @@ def denoising_score_matching_loss(score: StateFn, x, key: Array, sigma,
                                   antithetic: bool = True) -> Array:
   r"""Denoising score matching :math:`E_{x,\xi}|\sigma s(x + \sigma\xi) + \xi|^2`.
 
-  Vincent (2011), eq. 7, scaled by :math:`\sigma^2`: the minimiser is the score of
+  Vincent (2011), scaled by :math:`\sigma^2`: the minimiser is the score of
   :math:`\rho * N(0, \sigma^2 I)`, which tends to :math:`\nabla\log\rho` as
   :math:`\sigma \to 0`. ``sigma`` may differ per coordinate (an array broadcastable to
   the state shape, e.g. ``[2, 1, 1]`` for positions and self-propulsions on different
-  scales); the products are then elementwise. With ``antithetic`` each noise draw is used with both signs,
+  scales); the products are then elementwise. With ``antithetic`` each noise draw is
+  used with both signs,
   :math:`\tfrac12(|\sigma s(x+\sigma\xi) + \xi|^2 + |\sigma s(x-\sigma\xi) - \xi|^2)`,
-  which cancels the :math:`O(1/\sigma)` term of the loss's variance (Boffi &
-  Vanden-Eijnden, PNAS 2024, SI).
+  so the term :math:`2\sigma\,\xi \cdot s(x)`, odd in :math:`\xi` and the leading
+  source of variance at small :math:`\sigma`, cancels exactly.
 
   Args:
     score: ``s(state) -> [*S]``.
@@ -197,7 +197,7 @@ def denoising_score_matching_loss(score: StateFn, x, key: Array, sigma,
 
 def probability_flow_velocity(drift: StateFn, score: StateFn, diffusion) -> StateFn:
   r"""The probability-flow velocity :math:`v(x) = b(x) - D\,s(x)` as a function of one
-  state (Boffi & Vanden-Eijnden, PNAS 2024, eq. 5); ``diffusion`` is the diagonal of
+  state (Boffi & Vanden-Eijnden, PNAS 2024); ``diffusion`` is the diagonal of
   ``D`` (scalar or broadcastable to the state shape)."""
   _check_fn(drift, "drift")
   _check_fn(score, "score")
@@ -209,7 +209,7 @@ def entropy_production_rate(drift: StateFn, score: StateFn, diffusion, x,
                             local: bool = False, base: Optional[float] = None) -> Array:
   r"""Entropy production rate :math:`E_\rho[\sum_{i: D_i>0} v_i^2 / D_i]` from a score.
 
-  Boffi & Vanden-Eijnden, PNAS 2024, eq. 8 (elliptic) and its hypoelliptic form
+  Boffi & Vanden-Eijnden, PNAS 2024: the elliptic rate and its hypoelliptic form
   :math:`\gamma^{-1}E|v_g|^2`: coordinates with :math:`D_i = 0` contribute nothing.
 
   Args:

@@ -22,14 +22,6 @@ from entropylab.production import ou
 Array = jax.Array
 
 
-def _check_positive_int(value, name: str) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-  if value < 1:
-    raise ValueError(f"{name} must be >= 1, got {value}")
-  return int(value)
-
-
 def check_time_step(dt) -> None:
   """Concrete ``dt`` must be a finite positive number."""
   if _checks.is_concrete(jnp.asarray(dt)):
@@ -43,8 +35,9 @@ def euler_maruyama(key: Array, drift: Callable[[Array], Array], x0, dt, n_steps:
                    noise=1.0, noise_matrix=None, save_every: int = 1,
                    start_step: int = 0) -> Array:
   r"""Integrates :math:`x_{t+1} = x_t + b(x_t)\,\Delta t + \sigma\sqrt{\Delta t}\,\xi_t`,
-  :math:`\xi_t \sim N(0, I)` (Kloeden & Platen, *Numerical Solution of SDEs*, eq. 9.1.1;
-  weak order 1).
+  :math:`\xi_t \sim N(0, I)` (the Euler-Maruyama
+  scheme, Kloeden & Platen, *Numerical Solution of Stochastic Differential Equations*,
+  ch. 9; weak order 1).
 
   Args:
     key: PRNG key; step ``t`` uses ``fold_in(key, start_step + t)``.
@@ -66,8 +59,8 @@ def euler_maruyama(key: Array, drift: Callable[[Array], Array], x0, dt, n_steps:
   """
   x0 = _checks.as_float_array(x0, "x0")
   check_time_step(dt)
-  n_steps = _check_positive_int(n_steps, "n_steps")
-  save_every = _check_positive_int(save_every, "save_every")
+  n_steps = _checks.check_positive_int(n_steps, "n_steps")
+  save_every = _checks.check_positive_int(save_every, "save_every")
   if n_steps % save_every:
     raise ValueError(f"n_steps ({n_steps}) must be a multiple of save_every ({save_every})")
   if not callable(drift):

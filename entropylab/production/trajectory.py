@@ -5,7 +5,7 @@ stationary process, with no model of its dynamics; they are the baselines agains
 :mod:`entropylab.production.score` is compared.
 
 * NEEP (Kim, Bae, Lee & Jeong, "Learning entropy production via neural networks",
-  PRL 125, 140604 (2020), eqs. 2-4): an antisymmetric function
+  PRL 125, 140604 (2020)): an antisymmetric function
   :math:`\Delta S(x, x') = h(x, x') - h(x', x)` maximising
   :math:`J = E[\Delta S - e^{-\Delta S}]` over forward transitions. The maximiser is
   the log-ratio :math:`\log p(x, x') / p(x', x)` of forward and reversed transition
@@ -14,7 +14,7 @@ stationary process, with no model of its dynamics; they are the baselines agains
   for linear systems); :math:`E[\Delta S] / \tau` estimates the rate, exactly as
   :math:`\tau \to 0` for fully observed diffusions with even variables.
 * Short-time TUR (Manikandan, Gupta & Krishnamurthy, "Inferring entropy production
-  from short experiments", PRL 124, 120603 (2020), eq. 3): for any current
+  from short experiments", PRL 124, 120603 (2020)): for any current
   :math:`J_d = \sum_t d(\bar x_t) \cdot \Delta x_t` (Stratonovich midpoints),
   :math:`\dot S \ge 2 E[J_d]^2 / (\tau \mathrm{Var} J_d)` per step of length
   :math:`\tau`, with equality as :math:`\tau \to 0` for the optimal
@@ -59,7 +59,7 @@ def _check_tau(tau) -> None:
 
 def neep_delta_s(h: Callable[[Array, Array], Array], x, x_next) -> Array:
   r""":math:`\Delta S = h(x, x') - h(x', x)` per transition, ``[B]`` (nats), for a
-  function ``h(state, state) -> []`` (Kim et al. 2020, eq. 3)."""
+  function ``h(state, state) -> []`` (Kim et al. 2020)."""
   if not callable(h):
     raise TypeError(f"h must be callable, got {type(h).__name__}")
   x, x_next = _check_pairs(x, x_next)
@@ -69,7 +69,7 @@ def neep_delta_s(h: Callable[[Array, Array], Array], x, x_next) -> Array:
 
 def neep_objective(h: Callable[[Array, Array], Array], x, x_next) -> Array:
   r"""NEEP's objective :math:`J = E[\Delta S - e^{-\Delta S}]` over forward transitions
-  (Kim et al. 2020, eq. 4); maximise it (minimise ``-J``). At the optimum
+  (Kim et al. 2020); maximise it (minimise ``-J``). At the optimum
   :math:`J = \Sigma_\tau - 1`, :math:`\Sigma_\tau` the entropy produced per transition.
 
   Args:
@@ -124,7 +124,7 @@ def tur_entropy_production(x, x_next, tau, coordinates: Optional[Sequence[int]] 
                            base: Optional[float] = None) -> Array:
   r"""Short-time TUR estimate :math:`2\mu^\top C^{+}\mu / \tau` over linear currents.
 
-  Manikandan, Gupta & Krishnamurthy (PRL 2020), eq. 3, maximised over the currents
+  Manikandan, Gupta & Krishnamurthy (PRL 2020), short-time TUR, maximised over the currents
   :func:`linear_currents`: ``mu`` and ``C`` are their mean and covariance over the
   ``B`` transitions. A lower bound on the rate for any system, tight as
   :math:`\tau \to 0` when the optimal current :math:`D^{-1}v` is linear (linear SDEs).
