@@ -2,8 +2,8 @@
 
 Same samples, same machine, one process. Cases:
 
-(a) ``mutual_information_ksg(x, y, k=3)`` (KSG variant 1, max norm, exact sort-and-sweep
-    neighbour search) on ``y = x + 0.5 * noise`` with ``x`` standard Gaussian, in
+(a) ``mutual_information_ksg(x, y, k=3)`` (KSG variant 1, max norm; on CPUs an exact
+    k-d tree neighbour search) on ``y = x + 0.5 * noise`` with ``x`` standard Gaussian, in
     ``d_x + d_y`` = 1+1 and 4+4 dimensions, at ``N`` in {10^3, 10^4, 10^5} (the true MI
     is ``(d / 2) ln 5`` nats). Two peers:
 

@@ -283,46 +283,65 @@ def test_blocks_mesh_jit_and_vmap_give_the_same_estimate(x64):
   np.testing.assert_allclose(batched, [info.entropy_knn(a, k=3) for a in xs], rtol=0, atol=1e-12)
 
 
-def test_dense_search_gives_the_sweeps_estimates(x64, monkeypatch):
-  """Every estimator with the accelerators' brute-force search forced on CPU (also over a
-  4-device mesh and under vmap) equals the CPU default, the sweep."""
+def _search_cases():
   rng = np.random.default_rng(16)
   x, y, z = rng.normal(size=(157, 2)), rng.normal(size=(157, 1)), rng.normal(size=(157, 2))
   y = y + x[:, :1]
+  w = rng.normal(size=(157, 4))
+  v = w + 0.5 * rng.normal(size=(157, 4))
   ties = rng.integers(0, 4, size=(157, 2)).astype(float)  # ties in the marginal counts
   s = rng.normal(size=400)
   t = 0.8 * np.roll(s, 1) + 0.6 * rng.normal(size=400)
   mesh = make_mesh()
-  cases = {
+  return {
       "entropy euclidean": lambda: info.entropy_knn(x, k=3),
       "entropy max": lambda: info.entropy_knn(x, k=2, norm="max"),
+      "entropy 4-d": lambda: info.entropy_knn(w, k=3, block_size=5),
       "entropy k=20": lambda: info.entropy_knn(x, k=20),  # lax.top_k, not passes
       "mi 1": lambda: info.mutual_information_ksg(x, y, k=3),
       "mi 2": lambda: info.mutual_information_ksg(x, y, k=3, variant=2),
+      "mi 4+4": lambda: info.mutual_information_ksg(w, v, k=3, block_size=6),
+      "mi 4+4 variant 2": lambda: info.mutual_information_ksg(w, v, k=3, variant=2),
       "mi ties": lambda: info.mutual_information_ksg(ties, z, k=3),
       "mi mesh": lambda: info.mutual_information_ksg(x, z, k=4, block_size=9, mesh=mesh),
       "cmi": lambda: info.conditional_mutual_information_ksg(x, y, z, k=3),
       "te": lambda: info.transfer_entropy_ksg(s, t, k=3, history=2),
       "kl": lambda: info.kl_divergence_knn(x, z[:120] + 0.5, k=2),
-      "vmap": lambda: jax.vmap(lambda a: info.entropy_knn(a, k=3))(np.stack([x, 2 * z])),
+      "kl 4-d": lambda: info.kl_divergence_knn(w, v[:100], k=2, block_size=4),
+      "vmap": lambda: jax.vmap(lambda a: info.entropy_knn(a, k=3))(np.stack([w, 2 * v])),
   }
-  sweep = {name: np.asarray(f()) for name, f in cases.items()}
-  jax.clear_caches()
-  monkeypatch.setattr(knn, "_by_platform", lambda method, sw, dense, *args: dense(*args))
+
+
+def test_every_search_method_gives_the_same_estimates(x64, monkeypatch):
+  """Every estimator with each neighbour search forced (the k-d tree, the sweep and the
+  accelerators' brute force, all on CPU; also over a 4-device mesh and under vmap) gives
+  the same estimate to 1e-12."""
+  cases = _search_cases()
+  results = {}
   try:
-    for name, f in cases.items():
-      np.testing.assert_allclose(np.asarray(f()), sweep[name], rtol=0, atol=1e-12,
-                                 err_msg=name)
+    for method in knn.METHODS:
+      jax.clear_caches()
+      monkeypatch.setattr(knn, "_dispatch",
+                          lambda _, searches, cpu, *args, m=method: searches[m](*args))
+      results[method] = {name: np.asarray(f()) for name, f in cases.items()}
   finally:
     jax.clear_caches()
+  for method in ("tree", "dense"):
+    for name in cases:
+      np.testing.assert_allclose(results[method][name], results["sweep"][name], rtol=0,
+                                 atol=1e-12, err_msg=f"{method}: {name}")
 
 
 @pytest.mark.parametrize("method", knn.METHODS)
 @pytest.mark.parametrize("same", [True, False])
-def test_search_internals_exact_with_tiny_tiles(x64, same, method):
+def test_search_internals_exact_with_tiny_tiles(x64, same, method, monkeypatch):
   """Many blocks and chunks per block (block 7, chunk 5): the sweep's stopping rule,
-  chunk masking and reordering, and the dense form's blocks (the accelerators' default,
-  run here on CPU), must give a NumPy brute force's neighbours and counts."""
+  chunk masking and reordering, the k-d tree's small leaves (with padding, and with
+  leaves of padding only in the counts), and the dense form's blocks (the accelerators'
+  default, run here on CPU), must give a NumPy brute force's neighbours and counts."""
+  # The tree ranks 8 leaves at first, so most query leaves also take the full ranking.
+  monkeypatch.setattr(knn, "_TREE_CANDIDATES", 8)
+  monkeypatch.setattr(knn, "_TREE_GROUP", 4)
   rng = np.random.default_rng(15)
   p = rng.normal(size=(300, 3))
   q = p if same else rng.normal(size=(260, 3))
