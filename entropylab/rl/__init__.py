@@ -1,9 +1,13 @@
 """Reinforcement learning with entropy: Quantal Adversarial RL and Markov coding games.
 
+* :mod:`entropylab.rl.envs`: two-player Brax environments (mjx backend) in which an
+  adversary pushes the robot's bodies (Pinto et al., ICML 2017; Reddi et al., ICLR 2024);
 * :mod:`entropylab.rl.teacher`: the adversary-temperature curricula of Quantal
   Adversarial RL (Reddi et al., ICLR 2024): the self-paced Gamma teacher and the linear
   schedule.
 """
+
+from entropylab.rl.envs import ADVERSARY_BODIES, ENV_NAMES, AdversarialEnv, zero_sum_rewards
 
 from entropylab.rl.teacher import (
     GammaTeacherConfig,
@@ -18,6 +22,9 @@ from entropylab.rl.teacher import (
 )
 
 __all__ = [
+    "ADVERSARY_BODIES",
+    "AdversarialEnv",
+    "ENV_NAMES",
     "GammaTeacherConfig",
     "TeacherState",
     "TeacherUpdate",
@@ -27,4 +34,5 @@ __all__ = [
     "sample_temperatures",
     "teacher_init",
     "teacher_update",
+    "zero_sum_rewards",
 ]

@@ -1,0 +1,132 @@
+"""Two-player Brax environments: a protagonist acts, an adversary pushes the robot.
+
+Robust adversarial RL (Pinto et al., ICML 2017) and Quantal Adversarial RL (Reddi et
+al., ICLR 2024) perturb a robot with forces from a second agent. The adversary's action
+holds, for each pushed body, a world-frame force along x (forward) and z (up), written
+to the MuJoCo state's ``xfrc_applied`` row of that body (force at the body's centre of
+mass, no torque) before every control step, so the force acts through all of the
+step's physics substeps. The whole ``[nbody, 6]`` array is rewritten each step: MuJoCo
+keeps ``xfrc_applied`` between steps, so a body the adversary no longer pushes is
+zeroed. The game is zero-sum: the protagonist's reward ``r`` is ``-r`` for the adversary
+(:func:`zero_sum_rewards`).
+
+Pushed bodies follow QARL/RARL: ``halfcheetah`` torso and both feet (6 adversary action
+dimensions), ``hopper`` foot (2), ``walker2d`` both feet (4) and ``inverted_pendulum``
+pole (2). Forces are in the model's units (newtons); ``max_force`` bounds each
+component (QARL used 1.0 on dm_control's cheetah, hopper and walker, RARL up to 5.0).
+Brax's MuJoCo models are not dm_control's, so the force that matters differs; it is a
+parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+ADVERSARY_BODIES = {
+    "halfcheetah": ("torso", "bfoot", "ffoot"),
+    "hopper": ("foot",),
+    "walker2d": ("foot", "foot_left"),
+    "inverted_pendulum": ("pole",),
+}
+ENV_NAMES = tuple(ADVERSARY_BODIES)
+
+
+def zero_sum_rewards(reward) -> tuple[Array, Array]:
+  """``(protagonist, adversary)`` rewards of the zero-sum game: ``(r, -r)``."""
+  r = jnp.asarray(reward)
+  return r, -r
+
+
+class AdversarialEnv:
+  """A Brax environment (mjx backend) with an adversary that pushes chosen bodies.
+
+  ``reset(key)`` and ``step(state, action, adversary_action)`` are pure and jit-able;
+  states are Brax ``State`` objects whose ``reward`` is the protagonist's.
+
+  Args:
+    name: one of :data:`ENV_NAMES`.
+    bodies: names of the bodies to push (default :data:`ADVERSARY_BODIES` ``[name]``);
+      each must be a body of the model.
+    max_force: bound of each force component, ``>= 0`` (model units, newtons). The
+      adversary's action lies in ``[-1, 1]`` per dimension (larger values are clipped)
+      and is scaled by ``max_force``.
+    **env_kwargs: passed to ``brax.envs.get_environment`` (e.g.
+      ``terminate_when_unhealthy`` for hopper and walker2d).
+  """
+
+  def __init__(self, name: str, bodies: Optional[Sequence[str]] = None,
+               max_force: float = 1.0, **env_kwargs):
+    if name not in ADVERSARY_BODIES:
+      raise ValueError(f"name must be one of {ENV_NAMES}, got {name!r}")
+    if isinstance(max_force, bool) or not isinstance(max_force, (int, float)):
+      raise TypeError(f"max_force must be a number, got {type(max_force).__name__}")
+    if not (math.isfinite(max_force) and max_force >= 0):
+      raise ValueError(f"max_force must be a finite number >= 0, got {max_force}")
+    from brax import envs  # deferred: importing brax is slow
+
+    self.name = name
+    self.env = envs.get_environment(name, backend="mjx", **env_kwargs)
+    model = self.env.sys.mj_model
+    names = tuple(model.body(i).name for i in range(model.nbody))
+    bodies = ADVERSARY_BODIES[name] if bodies is None else tuple(bodies)
+    if not bodies:
+      raise ValueError("bodies must name at least one body")
+    unknown = [b for b in bodies if b not in names]
+    if unknown:
+      raise ValueError(f"bodies {unknown} are not in the {name} model; its bodies are "
+                       f"{names[1:]}")
+    self.bodies = bodies
+    self.body_ids = tuple(names.index(b) for b in bodies)
+    self.num_bodies = model.nbody
+    self.max_force = float(max_force)
+
+  @property
+  def observation_size(self) -> int:
+    return self.env.observation_size
+
+  @property
+  def action_size(self) -> int:
+    """The protagonist's action dimension (in ``[-1, 1]``)."""
+    return self.env.action_size
+
+  @property
+  def adversary_action_size(self) -> int:
+    """Two force components (x, z) per pushed body."""
+    return 2 * len(self.bodies)
+
+  @property
+  def dt(self) -> float:
+    """Time per control step (model time units)."""
+    return float(self.env.dt)
+
+  def forces(self, adversary_action: Array) -> Array:
+    """``[adversary_action_size]`` actions -> the ``[nbody, 6]`` ``xfrc_applied``
+    array: rows of the pushed bodies hold ``max_force * clip(a, -1, 1)`` as
+    ``(f_x, 0, f_z, 0, 0, 0)``, every other row zero."""
+    a = jnp.clip(jnp.asarray(adversary_action), -1.0, 1.0) * self.max_force
+    if a.shape[-1:] != (self.adversary_action_size,):
+      raise ValueError(f"adversary_action must have {self.adversary_action_size} entries "
+                       f"(x and z per body of {self.bodies}), got shape {a.shape}")
+    pushes = a.reshape(len(self.bodies), 2)
+    rows = jnp.zeros((len(self.bodies), 6), a.dtype)
+    rows = rows.at[:, 0].set(pushes[:, 0]).at[:, 2].set(pushes[:, 1])
+    return jnp.zeros((self.num_bodies, 6), a.dtype).at[jnp.array(self.body_ids)].set(rows)
+
+  def reset(self, key: Array):
+    return self.env.reset(key)
+
+  def step(self, state, action: Array, adversary_action: Array):
+    """One control step with the adversary's forces applied throughout it."""
+    ps = state.pipeline_state
+    xfrc = self.forces(adversary_action).astype(ps.xfrc_applied.dtype)
+    state = state.replace(pipeline_state=ps.replace(xfrc_applied=xfrc))
+    return self.env.step(state, action)
+
+
+__all__ = ["ADVERSARY_BODIES", "ENV_NAMES", "AdversarialEnv", "zero_sum_rewards"]
