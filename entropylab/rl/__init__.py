@@ -2,6 +2,9 @@
 
 * :mod:`entropylab.rl.envs`: two-player Brax environments (mjx backend) in which an
   adversary pushes the robot's bodies (Pinto et al., ICML 2017; Reddi et al., ICLR 2024);
+* :mod:`entropylab.rl.sac`: soft actor-critic (Haarnoja et al. 2018) as pure pieces:
+  networks, losses (with a per-sample temperature for the QARL adversary), replay and
+  one jit-able update;
 * :mod:`entropylab.rl.teacher`: the adversary-temperature curricula of Quantal
   Adversarial RL (Reddi et al., ICLR 2024): the self-paced Gamma teacher and the linear
   schedule.
