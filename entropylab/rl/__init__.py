@@ -10,7 +10,13 @@
   schedule.
 """
 
-from entropylab.rl.envs import ADVERSARY_BODIES, ENV_NAMES, AdversarialEnv, zero_sum_rewards
+from entropylab.rl.envs import (
+    ADVERSARY_BODIES,
+    ENV_NAMES,
+    ROBUSTNESS_GRIDS,
+    AdversarialEnv,
+    zero_sum_rewards,
+)
 
 from entropylab.rl.teacher import (
     GammaTeacherConfig,
@@ -29,6 +35,7 @@ __all__ = [
     "AdversarialEnv",
     "ENV_NAMES",
     "GammaTeacherConfig",
+    "ROBUSTNESS_GRIDS",
     "TeacherState",
     "TeacherUpdate",
     "gamma_kl",

@@ -35,6 +35,15 @@ ADVERSARY_BODIES = {
     "inverted_pendulum": ("pole",),
 }
 ENV_NAMES = tuple(ADVERSARY_BODIES)
+# Robustness grids (QARL's evaluation): (body whose mass varies, mass multipliers,
+# tangential friction of every geom). QARL's dm_control ranges are absolute masses
+# about x0.5 to x1.5 of each default torso; friction values are absolute, as there.
+ROBUSTNESS_GRIDS = {
+    "halfcheetah": ("torso", (0.5, 1.5), (0.1, 1.9)),
+    "hopper": ("torso", (0.5, 1.5), (0.1, 1.9)),
+    "walker2d": ("torso", (0.5, 1.5), (0.1, 1.3)),
+    "inverted_pendulum": ("pole", (0.5, 1.5), (0.5, 1.5)),
+}
 
 
 def zero_sum_rewards(reward) -> tuple[Array, Array]:
@@ -118,15 +127,47 @@ class AdversarialEnv:
     rows = rows.at[:, 0].set(pushes[:, 0]).at[:, 2].set(pushes[:, 1])
     return jnp.zeros((self.num_bodies, 6), a.dtype).at[jnp.array(self.body_ids)].set(rows)
 
-  def reset(self, key: Array):
-    return self.env.reset(key)
+  def robustness_grid(self, size: int = 11) -> tuple[Array, Array]:
+    """``(mass_scales [size], frictions [size])``: the evaluation grid of
+    :data:`ROBUSTNESS_GRIDS` for this environment, evenly spaced."""
+    _, (m0, m1), (f0, f1) = ROBUSTNESS_GRIDS[self.name]
+    return jnp.linspace(m0, m1, size), jnp.linspace(f0, f1, size)
 
-  def step(self, state, action: Array, adversary_action: Array):
-    """One control step with the adversary's forces applied throughout it."""
+  def system(self, mass_scale=1.0, friction=None):
+    """The model with the mass of :data:`ROBUSTNESS_GRIDS`' body multiplied by
+    ``mass_scale`` and, unless ``None``, the tangential friction of every geom set to
+    ``friction``. Both may be traced (e.g. vmapped over a grid); pass the result as
+    ``system=`` to :meth:`reset` and :meth:`step`. Derived inertia constants are not
+    recomputed (as in QARL, which edits dm_control's masses the same way)."""
+    sys = self.env.sys
+    body = self.env.sys.mj_model.body(ROBUSTNESS_GRIDS[self.name][0]).id
+    mass = sys.body_mass.at[body].multiply(mass_scale)
+    fr = sys.geom_friction
+    if friction is not None:
+      fr = fr.at[:, 0].set(jnp.asarray(friction, fr.dtype))
+    return sys.replace(body_mass=mass, geom_friction=fr)
+
+  def _with_system(self, system, fn, *args):
+    if system is None:
+      return fn(*args)
+    saved = self.env.sys
+    self.env.sys = system  # read at trace time by brax's pipeline
+    try:
+      return fn(*args)
+    finally:
+      self.env.sys = saved
+
+  def reset(self, key: Array, system=None):
+    return self._with_system(system, self.env.reset, key)
+
+  def step(self, state, action: Array, adversary_action: Array, system=None):
+    """One control step with the adversary's forces applied throughout it, on
+    ``system`` (:meth:`system`) or the default model."""
     ps = state.pipeline_state
     xfrc = self.forces(adversary_action).astype(ps.xfrc_applied.dtype)
     state = state.replace(pipeline_state=ps.replace(xfrc_applied=xfrc))
-    return self.env.step(state, action)
+    return self._with_system(system, self.env.step, state, action)
 
 
-__all__ = ["ADVERSARY_BODIES", "ENV_NAMES", "AdversarialEnv", "zero_sum_rewards"]
+__all__ = ["ADVERSARY_BODIES", "ENV_NAMES", "ROBUSTNESS_GRIDS", "AdversarialEnv",
+           "zero_sum_rewards"]
