@@ -2,6 +2,9 @@
 
 * :mod:`entropylab.rl.envs`: two-player Brax environments (mjx backend) in which an
   adversary pushes the robot's bodies (Pinto et al., ICML 2017; Reddi et al., ICLR 2024);
+* :mod:`entropylab.rl.qarl`: Quantal Adversarial RL (Reddi et al., ICLR 2024): the
+  two-player training iteration with its baselines (RARL, SAC, linear and force
+  curricula), ``make_train(config)`` in the PureJaxRL shape;
 * :mod:`entropylab.rl.sac`: soft actor-critic (Haarnoja et al. 2018) as pure pieces:
   networks, losses (with a per-sample temperature for the QARL adversary), replay and
   one jit-able update;
@@ -18,6 +21,7 @@ from entropylab.rl.envs import (
     zero_sum_rewards,
 )
 
+from entropylab.rl.qarl import MODES, QARLConfig, make_train
 from entropylab.rl.teacher import (
     GammaTeacherConfig,
     TeacherState,
@@ -35,12 +39,15 @@ __all__ = [
     "AdversarialEnv",
     "ENV_NAMES",
     "GammaTeacherConfig",
+    "MODES",
+    "QARLConfig",
     "ROBUSTNESS_GRIDS",
     "TeacherState",
     "TeacherUpdate",
     "gamma_kl",
     "gamma_log_density",
     "linear_temperature",
+    "make_train",
     "sample_temperatures",
     "teacher_init",
     "teacher_update",
