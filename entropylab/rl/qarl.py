@@ -144,6 +144,7 @@ class Train(NamedTuple):
   iteration: Any
   train: Any
   act: Any
+  evaluate: Any
 
 
 def make_train(config: QARLConfig) -> Train:
@@ -292,7 +293,37 @@ def make_train(config: QARLConfig) -> Train:
     state = init(key)
     return jax.lax.scan(lambda s, _: iteration(s), state, None, length=config.iterations)
 
-  return Train(env, init, iteration, train, act)
+  def evaluate(state: TrainState, key: Array, masses: Array, frictions: Array,
+               adversary: bool = True, steps: Optional[int] = None) -> Array:
+    """``[len(masses), len(frictions)]`` undiscounted protagonist returns of one
+    episode (``steps``, default ``episode_length``, up to its end) per cell of the robustness
+    grid (:meth:`AdversarialEnv.system`), both players acting on their Gaussians'
+    means at temperature 0 and, with ``adversary``, the trained adversary pushing at
+    the full force bound. All cells run in one vmapped batch."""
+    zero = jnp.zeros((1,))
+    push = jnp.asarray(adversary, jnp.float32)  # traced: one compilation for both
+
+    def episode(mass, friction):
+      system = env.system(mass, friction)
+      first = env.reset(key, system=system)
+
+      def step(carry, _):
+        s, alive, total = carry
+        obs = jnp.concatenate([s.obs, zero])
+        a_p = act(actor_p, state.protagonist.sac.actor, obs, None, deterministic=True)
+        a_a = act(actor_a, state.adversary.sac.actor, obs, None, deterministic=True)
+        nxt = env.step(s, a_p, a_a * push, system=system)
+        total = total + alive * nxt.reward
+        return (nxt, alive * (1.0 - nxt.done), total), None
+
+      init_carry = (first, jnp.asarray(1.0), jnp.asarray(0.0))
+      return jax.lax.scan(step, init_carry, None, length=steps or length)[0][2]
+
+    m, f = jnp.meshgrid(jnp.asarray(masses), jnp.asarray(frictions), indexing="ij")
+    out = jax.vmap(episode)(m.reshape(-1), f.reshape(-1))
+    return out.reshape(m.shape)
+
+  return Train(env, init, iteration, train, act, evaluate)
 
 
 __all__ = ["MODES", "Player", "QARLConfig", "Train", "TrainState", "make_train"]

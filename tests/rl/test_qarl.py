@@ -19,7 +19,7 @@ def tiny():
   run = qarl.make_train(TINY)
   step = jax.jit(jax.vmap(run.iteration))
   init = jax.jit(jax.vmap(run.init))
-  return init, step
+  return init, step, run
 
 
 def _leaves(tree):
@@ -33,7 +33,7 @@ def test_seeds_reproduce_resume_and_follow_the_teacher(tiny, tmp_path):
   after iteration 1, checkpointed with orbax and restored, ends bit-identical to the
   uninterrupted run; the teacher's mean temperature falls every iteration (floor met)
   within its trust region; replays hold each phase's transitions."""
-  init, step = tiny
+  init, step, _ = tiny
   keys = jax.random.split(jax.random.key(7), 2)
 
   def run(state, n):
@@ -79,3 +79,17 @@ def test_bad_config_raises():
     qarl.QARLConfig(teacher_every=7).validate()
   with pytest.raises(ValueError, match="max_force"):
     qarl.QARLConfig(max_force=-1.0).validate()
+
+
+def test_robustness_grid_evaluates_every_cell_on_its_own_system(tiny):
+  """The grid's cells see their own pole mass and friction: the returns are not all
+  equal, and the default-system cell equals a rollout on the unmodified model."""
+  init, step, run = tiny
+  state = jax.tree.map(lambda x: x[0], step(init(jax.random.split(jax.random.key(1), 2)))[0])
+  masses, frictions = np.array([0.2, 1.0, 3.0]), np.array([1.0])
+  evaluate = jax.jit(run.evaluate, static_argnames="steps")
+  grid = np.asarray(evaluate(state, jax.random.key(2), masses, frictions, steps=300))
+  assert grid.shape == (3, 1) and np.all(grid > 0) and np.ptp(grid) > 0
+  calm = np.asarray(evaluate(state, jax.random.key(2), masses, frictions, adversary=False,
+                             steps=300))
+  assert not np.array_equal(calm, grid)
