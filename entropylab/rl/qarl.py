@@ -178,11 +178,9 @@ def make_train(config: QARLConfig) -> Train:
                       jnp.asarray(0, jnp.int32), kt)
 
   def act(actor, params, obs, key, deterministic=False):
-    mean, log_std = actor.apply(params, obs)
     if deterministic:
-      return jnp.tanh(mean)
-    noise = jax.random.normal(key, mean.shape, mean.dtype)
-    return sac_lib.squashed_gaussian(noise, mean, log_std)[0]
+      return jnp.tanh(actor.apply(params, obs)[0])
+    return sac_lib.policy_sample(actor.apply, params, obs, key)[0]
 
   def temperatures(state: TrainState, key: Array) -> Array:
     it = state.iteration

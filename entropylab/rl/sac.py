@@ -85,7 +85,9 @@ ActorFn = Callable[[Params, Array], tuple[Array, Array]]
 CriticFn = Callable[[Params, Array, Array], Array]
 
 
-def _policy(actor_fn: ActorFn, params, obs, key):
+def policy_sample(actor_fn: ActorFn, params, obs: Array, key: Array) -> tuple[Array, Array]:
+  """An action ``[*B, A]`` drawn from the actor's squashed Gaussian at ``obs [*B, O]``,
+  and its log-density ``[*B]`` (nats)."""
   mean, log_std = actor_fn(params, obs)
   return squashed_gaussian(jax.random.normal(key, mean.shape, mean.dtype), mean, log_std)
 
@@ -106,7 +108,7 @@ def critic_loss(critic_params, target_params, actor_params, critic_fn: CriticFn,
     alpha: ``[]`` or per-sample ``[B]`` temperature.
     gamma: discount in ``[0, 1]``.
   """
-  next_a, next_logp = _policy(actor_fn, actor_params, batch["next_obs"], key)
+  next_a, next_logp = policy_sample(actor_fn, actor_params, batch["next_obs"], key)
   q_next = jnp.min(critic_fn(target_params, batch["next_obs"], next_a), axis=-1)
   y = batch["reward"] + gamma * (1.0 - batch["done"]) * (q_next - alpha * next_logp)
   q = critic_fn(critic_params, batch["obs"], batch["action"])
@@ -118,7 +120,7 @@ def actor_loss(actor_params, critic_params, actor_fn: ActorFn, critic_fn: Critic
                obs: Array, key: Array, alpha) -> tuple[Array, Array]:
   """:math:`E[\\alpha \\log\\pi(a|s) - \\min_i Q_i(s, a)]`, ``a`` reparametrised; also
   returns ``log_prob [B]`` for the temperature loss."""
-  a, logp = _policy(actor_fn, actor_params, obs, key)
+  a, logp = policy_sample(actor_fn, actor_params, obs, key)
   q = jnp.min(critic_fn(critic_params, obs, a), axis=-1)
   return jnp.mean(alpha * logp - q), logp
 
@@ -258,6 +260,7 @@ __all__ = [
     "TwinCritic",
     "actor_loss",
     "critic_loss",
+    "policy_sample",
     "replay_add",
     "replay_init",
     "replay_sample",
