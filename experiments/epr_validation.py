@@ -72,9 +72,8 @@ class Config:
   samples_per_chain: int = 50
   train_steps: int = 10000
   batch_size: int = 1024
-  # Adam's starting rate for the score networks. At 1e-3 the rate estimates wandered
-  # with the optimiser's noise by several percent while the held-out loss had stopped
-  # improving; 1e-4 keeps them closer (see the README).
+  # Adam's starting rate for the score networks (NEEP has its own); the README compares
+  # the paper preset with the previous one, which trained at 1e-3.
   learning_rate: float = 1e-4
   neep_learning_rate: float = 1e-3
   hidden: tuple[int, ...] = (128, 128)

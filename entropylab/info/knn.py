@@ -79,8 +79,8 @@ _DENSE_ELEMENTS = 1 << 24
 # (``_knn_tree``, ``_count_tree``), one-dimensional ones with the sweep; leaves hold
 # _TREE_LEAF to 2 * _TREE_LEAF points and each step of a query leaf's loop takes
 # _TREE_GROUP leaves. Picked by timing both searches and a few tile shapes on Gaussian
-# samples (1 to 8 dimensions, N = 10^4 and 10^5) on a 2-core CPU: in one dimension the
-# sweep is about 3x faster, in 2 the tree about 1.5x, from 3 on 2-5x.
+# samples (1 to 8 dimensions) on a 2-core CPU: the sweep wins in one dimension, the
+# tree from two on; benchmarks/bench_info_samples.py measures the result.
 _TREE_MIN_DIMS = 2
 _TREE_LEAF = 32
 _TREE_GROUP = 8

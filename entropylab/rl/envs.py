@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -35,9 +36,11 @@ ADVERSARY_BODIES = {
     "inverted_pendulum": ("pole",),
 }
 ENV_NAMES = tuple(ADVERSARY_BODIES)
-# Robustness grids (QARL's evaluation): (body whose mass varies, mass multipliers,
-# tangential friction of every geom). QARL's dm_control ranges are absolute masses
-# about x0.5 to x1.5 of each default torso; friction values are absolute, as there.
+# Robustness grids (QARL's evaluation): (body whose mass varies, range of multipliers of
+# its mass in the Brax model, range of the tangential friction of every geom). QARL
+# sets absolute dm_control torso masses (cheetah 3-9, hopper 1-9, walker 5-15) and the
+# same absolute frictions; the dm_control and Brax models differ, so masses here scale
+# the Brax model's own.
 ROBUSTNESS_GRIDS = {
     "halfcheetah": ("torso", (0.5, 1.5), (0.1, 1.9)),
     "hopper": ("torso", (0.5, 1.5), (0.1, 1.9)),
@@ -130,6 +133,8 @@ class AdversarialEnv:
   def robustness_grid(self, size: int = 11) -> tuple[Array, Array]:
     """``(mass_scales [size], frictions [size])``: the evaluation grid of
     :data:`ROBUSTNESS_GRIDS` for this environment, evenly spaced."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+      raise ValueError(f"size must be an int >= 1, got {size!r}")
     _, (m0, m1), (f0, f1) = ROBUSTNESS_GRIDS[self.name]
     return jnp.linspace(m0, m1, size), jnp.linspace(f0, f1, size)
 
@@ -139,6 +144,12 @@ class AdversarialEnv:
     ``friction``. Both may be traced (e.g. vmapped over a grid); pass the result as
     ``system=`` to :meth:`reset` and :meth:`step`. Derived inertia constants are not
     recomputed (as in QARL, which edits dm_control's masses the same way)."""
+    for name, value in (("mass_scale", mass_scale), ("friction", friction)):
+      if value is not None and not isinstance(value, jax.core.Tracer):
+        v = np.asarray(value, np.float64)
+        if not np.all(np.isfinite(v)) or np.any(v <= 0 if name == "mass_scale" else v < 0):
+          kind = "positive" if name == "mass_scale" else "non-negative"
+          raise ValueError(f"{name} must be finite and {kind}, got {value}")
     sys = self.env.sys
     body = self.env.sys.mj_model.body(ROBUSTNESS_GRIDS[self.name][0]).id
     mass = sys.body_mass.at[body].multiply(mass_scale)

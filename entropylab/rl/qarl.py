@@ -117,6 +117,7 @@ class QARLConfig:
     if not self.hidden or min(self.hidden) < 1:
       raise ValueError(f"hidden must be positive layer widths, got {self.hidden}")
     self.teacher.validate()
+    self.sac.validate()
 
 
 class Player(NamedTuple):

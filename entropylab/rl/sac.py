@@ -173,6 +173,8 @@ def replay_add(replay: Replay, batch: dict) -> Replay:
 def replay_sample(replay: Replay, key: Array, batch_size: int) -> dict:
   """``batch_size`` transitions drawn uniformly, with replacement, from the filled
   slots (the buffer must hold at least one)."""
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
   idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(replay.size, 1))
   return {k: v[idx] for k, v in replay.data.items()}
 
@@ -203,10 +205,21 @@ class SACConfig(NamedTuple):
   target_entropy: float | None = None
   learn_alpha: bool = True
 
+  def validate(self) -> None:
+    for name in ("actor_lr", "critic_lr", "alpha_lr", "initial_alpha"):
+      value = getattr(self, name)
+      if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite positive number, got {value}")
+    if not 0 < self.tau <= 1:
+      raise ValueError(f"tau must be in (0, 1], got {self.tau}")
+    if not 0 <= self.gamma <= 1:
+      raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
+
 
 def sac_init(key: Array, actor: nn.Module, critic: nn.Module, obs_size: int,
              action_size: int, config: SACConfig = SACConfig()) -> SACState:
   """Fresh parameters (target critic = online critic) and optimiser states."""
+  config.validate()
   k1, k2 = jax.random.split(key)
   obs, act = jnp.zeros((1, obs_size)), jnp.zeros((1, action_size))
   actor_p = actor.init(k1, obs)

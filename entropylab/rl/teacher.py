@@ -28,7 +28,7 @@ current and the target one (both included). The current concentration is always
 feasible once the floor is met, so an update never breaks either constraint.
 
 :func:`linear_temperature` is the paper's linear-curriculum baseline. Temperatures are
-in the units of the rewards (nats of policy entropy per unit of reward).
+in reward units per nat (the bonus is the temperature times the policy's entropy).
 """
 
 from __future__ import annotations

@@ -68,6 +68,12 @@ def test_bad_names_and_forces_raise_listing_valid_choices():
   env = envs.AdversarialEnv("hopper")
   with pytest.raises(ValueError, match="adversary_action"):
     env.forces(jnp.zeros(3))
+  with pytest.raises(ValueError, match="mass_scale"):
+    env.system(-1.0, 1.0)
+  with pytest.raises(ValueError, match="friction"):
+    env.system(1.0, float("nan"))
+  with pytest.raises(ValueError, match="size"):
+    env.robustness_grid(0)
 
 
 def test_mass_and_friction_grid_in_one_vmapped_batch():

@@ -99,6 +99,19 @@ def test_replay_keeps_the_newest_and_samples_only_filled_slots():
   assert sorted(np.asarray(replay.data["r"]).tolist()) == list(np.arange(11.0, 21.0))
 
 
+def test_bad_settings_raise_naming_them():
+  import pytest
+  for bad, name in ((dict(tau=0.0), "tau"), (dict(gamma=1.5), "gamma"),
+                    (dict(actor_lr=-1.0), "actor_lr"), (dict(initial_alpha=0.0), "initial_alpha")):
+    with pytest.raises(ValueError, match=name):
+      sac.SACConfig(**bad).validate()
+  replay = sac.replay_init({"x": jnp.zeros(())}, 4)
+  with pytest.raises(ValueError, match="batch_size"):
+    sac.replay_sample(replay, jax.random.key(0), 0)
+  with pytest.raises(ValueError, match="capacity"):
+    sac.replay_init({"x": jnp.zeros(())}, 0)
+
+
 def test_sac_learns_a_contextual_bandit():
   """One-step episodes with reward -(a - c)^2 for a context c: from uniformly random
   actions, 1500 updates bring the policy's mean action within 0.1 of c."""
