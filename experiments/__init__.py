@@ -25,6 +25,7 @@ _MODULES = (
     "experiments.information_estimators",
     "experiments.epr_validation",
     "experiments.active_matter",
+    "experiments.qarl",
 )
 
 

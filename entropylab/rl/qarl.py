@@ -146,6 +146,7 @@ class Train(NamedTuple):
   train: Any
   act: Any
   evaluate: Any
+  rollout: Any
 
 
 def make_train(config: QARLConfig) -> Train:
@@ -161,19 +162,27 @@ def make_train(config: QARLConfig) -> Train:
   teacher_slots = config.teacher_every // (2 * n_env)
   no_adversary = config.mode == "sac"
 
-  def empty_replay(action_size):
+  # A player's replay never needs more slots than the transitions it will receive (then
+  # it never wraps, and a smaller buffer samples exactly as the configured one would).
+  per_run = config.iterations * n_env * length
+  capacity = {
+      "protagonist": min(config.replay_size, max(n_env, per_run * (2 if no_adversary else 1))),
+      "adversary": min(config.replay_size, max(n_env, 0 if no_adversary else per_run)),
+  }
+
+  def empty_replay(player, action_size):
     example = {"obs": jnp.zeros(obs_size), "action": jnp.zeros(action_size),
                "reward": jnp.zeros(()), "next_obs": jnp.zeros(obs_size),
                "done": jnp.zeros(()), "temperature": jnp.zeros(())}
-    return sac_lib.replay_init(example, config.replay_size)
+    return sac_lib.replay_init(example, capacity[player])
 
   def init(key: Array) -> TrainState:
     kp, ka, kt = jax.random.split(key, 3)
     prot = sac_lib.sac_init(kp, actor_p, critic, obs_size, env.action_size, config.sac)
     adv = sac_lib.sac_init(ka, actor_a, critic, obs_size, env.adversary_action_size,
                            config.sac)
-    return TrainState(Player(prot, empty_replay(env.action_size)),
-                      Player(adv, empty_replay(env.adversary_action_size)),
+    return TrainState(Player(prot, empty_replay("protagonist", env.action_size)),
+                      Player(adv, empty_replay("adversary", env.adversary_action_size)),
                       tch.teacher_init(config.teacher),
                       jnp.zeros(config.teacher_every), jnp.zeros(config.teacher_every),
                       jnp.asarray(0, jnp.int32), kt)
@@ -292,37 +301,48 @@ def make_train(config: QARLConfig) -> Train:
     state = init(key)
     return jax.lax.scan(lambda s, _: iteration(s), state, None, length=config.iterations)
 
-  def evaluate(state: TrainState, key: Array, masses: Array, frictions: Array,
-               adversary: bool = True, steps: Optional[int] = None) -> Array:
-    """``[len(masses), len(frictions)]`` undiscounted protagonist returns of one
-    episode (``steps``, default ``episode_length``, up to its end) per cell of the robustness
-    grid (:meth:`AdversarialEnv.system`), both players acting on their Gaussians'
-    means at temperature 0 and, with ``adversary``, the trained adversary pushing at
-    the full force bound. All cells run in one vmapped batch."""
+  def rollout(state: TrainState, key: Array, mass: Array, friction: Optional[Array],
+              push: Array, steps: Optional[int] = None) -> Array:
+    """The undiscounted protagonist return ``[]`` of one episode (``steps``, default
+    ``episode_length``, up to its end) from ``env.reset(key)`` on
+    ``env.system(mass, friction)`` (``friction`` a scalar, one value per geom, or
+    ``None`` for the model's own), both players acting on their Gaussians' means at
+    temperature 0, the adversary's force multiplied by ``push`` (0 = no adversary,
+    1 = the full bound). Every argument but ``steps`` may be traced (vmap it over
+    cells, keys or seeds)."""
     zero = jnp.zeros((1,))
+    system = env.system(mass, friction)
+    first = env.reset(key, system=system)
+    push = jnp.asarray(push, jnp.float32)
+
+    def step(carry, _):
+      s, alive, total = carry
+      obs = jnp.concatenate([s.obs, zero])
+      a_p = act(actor_p, state.protagonist.sac.actor, obs, None, deterministic=True)
+      a_a = act(actor_a, state.adversary.sac.actor, obs, None, deterministic=True)
+      nxt = env.step(s, a_p, a_a * push, system=system)
+      total = total + alive * nxt.reward
+      return (nxt, alive * (1.0 - nxt.done), total), None
+
+    init_carry = (first, jnp.asarray(1.0), jnp.asarray(0.0))
+    return jax.lax.scan(step, init_carry, None, length=steps or length)[0][2]
+
+  def evaluate(state: TrainState, key: Array, masses: Array, frictions: Optional[Array],
+               adversary: bool = True, steps: Optional[int] = None) -> Array:
+    """``[len(masses), len(frictions)]`` returns of :func:`rollout` from one start
+    state (``key``) per cell of the robustness grid (:meth:`AdversarialEnv.system`),
+    with the trained adversary pushing at the full force bound when ``adversary``.
+    All cells run in one vmapped batch. ``frictions=None`` keeps the model's own
+    frictions and returns ``[len(masses)]``."""
     push = jnp.asarray(adversary, jnp.float32)  # traced: one compilation for both
-
-    def episode(mass, friction):
-      system = env.system(mass, friction)
-      first = env.reset(key, system=system)
-
-      def step(carry, _):
-        s, alive, total = carry
-        obs = jnp.concatenate([s.obs, zero])
-        a_p = act(actor_p, state.protagonist.sac.actor, obs, None, deterministic=True)
-        a_a = act(actor_a, state.adversary.sac.actor, obs, None, deterministic=True)
-        nxt = env.step(s, a_p, a_a * push, system=system)
-        total = total + alive * nxt.reward
-        return (nxt, alive * (1.0 - nxt.done), total), None
-
-      init_carry = (first, jnp.asarray(1.0), jnp.asarray(0.0))
-      return jax.lax.scan(step, init_carry, None, length=steps or length)[0][2]
-
+    episode = lambda m, f: rollout(state, key, m, f, push, steps)
+    if frictions is None:
+      return jax.vmap(lambda m: episode(m, None))(jnp.asarray(masses))
     m, f = jnp.meshgrid(jnp.asarray(masses), jnp.asarray(frictions), indexing="ij")
     out = jax.vmap(episode)(m.reshape(-1), f.reshape(-1))
     return out.reshape(m.shape)
 
-  return Train(env, init, iteration, train, act, evaluate)
+  return Train(env, init, iteration, train, act, evaluate, rollout)
 
 
 __all__ = ["MODES", "Player", "QARLConfig", "Train", "TrainState", "make_train"]

@@ -93,3 +93,8 @@ def test_robustness_grid_evaluates_every_cell_on_its_own_system(tiny):
   calm = np.asarray(evaluate(state, jax.random.key(2), masses, frictions, adversary=False,
                              steps=300))
   assert not np.array_equal(calm, grid)
+  # The nominal model (pendulum: friction 1.0 on every geom) through friction=None, the
+  # path the qarl experiment's nominal evaluations take, gives the grid's (1, 1.0) cell.
+  rollout = jax.jit(run.rollout, static_argnames="steps")
+  nominal = float(rollout(state, jax.random.key(2), 1.0, None, 0.0, steps=300))
+  assert nominal == calm[1, 0]
