@@ -2,6 +2,11 @@
 
 * :mod:`entropylab.rl.envs`: two-player Brax environments (mjx backend) in which an
   adversary pushes the robot's bodies (Pinto et al., ICML 2017; Reddi et al., ICLR 2024);
+* :mod:`entropylab.rl.gridworld`: the noisy 8 x 8 gridworld of MEC-B's Markov coding
+  game as a pure JAX environment with Brax's ``reset``/``step`` shape;
+* :mod:`entropylab.rl.mcg`: Markov coding games (Sokota et al., ICML 2022) with MEC-B's
+  rate limit (Ebrahimi et al., NeurIPS 2024): soft Q-value iteration, the compressed
+  coupling of belief and policy, jitted episodes vmapped over messages;
 * :mod:`entropylab.rl.qarl`: Quantal Adversarial RL (Reddi et al., ICLR 2024): the
   two-player training iteration with its baselines (RARL, SAC, linear and force
   curricula), ``make_train(config)`` in the PureJaxRL shape;
@@ -21,6 +26,15 @@ from entropylab.rl.envs import (
     zero_sum_rewards,
 )
 
+from entropylab.rl.gridworld import GridWorld
+from entropylab.rl.mcg import (
+    COMPRESSION,
+    Episode,
+    coding_game_episode,
+    compressed_coupling,
+    play_coding_game,
+    soft_q_iteration,
+)
 from entropylab.rl.qarl import MODES, QARLConfig, make_train
 from entropylab.rl.teacher import (
     GammaTeacherConfig,
@@ -37,6 +51,13 @@ from entropylab.rl.teacher import (
 __all__ = [
     "ADVERSARY_BODIES",
     "AdversarialEnv",
+    "COMPRESSION",
+    "Episode",
+    "GridWorld",
+    "coding_game_episode",
+    "compressed_coupling",
+    "play_coding_game",
+    "soft_q_iteration",
     "ENV_NAMES",
     "GammaTeacherConfig",
     "MODES",

@@ -1,0 +1,269 @@
+r"""Markov coding games: send a message through the actions of a maximum-entropy policy.
+
+In a Markov coding game (Sokota, Schroeder de Witt, Igl, Zintgraf, Torr, Strohmeier,
+Kolter, Whiteson & Foerster, "Communicating via Markov decision processes", ICML 2022)
+a sender knows a message :math:`m \sim p_M` and acts in an MDP; a receiver sees the
+trajectory and must guess :math:`m` at the end. MEME, their method, first finds a
+maximum-entropy policy :math:`\pi` (soft Q-value iteration, :func:`soft_q_iteration`),
+then at every step couples the receiver's belief :math:`b_t` over messages with
+:math:`\pi(\cdot \mid s_t)` by a minimum-entropy coupling :math:`p_t(m, a)`. The sender
+draws its action from the row of its message, :math:`a_t \sim p_t(\cdot \mid m)`; the
+receiver, who computes the same coupling from the same shared state, updates its belief
+to the observed action's normalised column, :math:`b_{t+1}(m) \propto p_t(m, a_t)`, and
+guesses :math:`\arg\max_m b_T(m)`. Since the coupling's action marginal is
+:math:`\pi(\cdot \mid s_t)`, the actions are distributed as the policy's and the MDP
+reward is that of :math:`\pi`.
+
+MEC-B (Ebrahimi, Chen & Khisti, NeurIPS 2024, Section 5) adds a rate limit: when
+:math:`H(b_t) > R` the belief is first compressed to a code :math:`T = g(M)` of entropy
+at most :math:`R` bits (EBIM, their Algorithm 1, or the uniform quantiser baseline), and
+the code, not the message, is coupled with the policy:
+:math:`p_t(m, a) = p(m, t)\, p(t, a) / p(t)` (:func:`entropylab.coupling.mec_b`).
+Messages that share a code send the same action distribution at that step.
+
+All functions are pure ``jnp``; an episode is one ``lax.scan`` and
+:func:`play_coding_game` vmaps it over messages and keys. Rates and entropies are in
+bits; rewards in the environment's units.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from entropylab.coupling.ebim import _ebim_single, _quantizer_single
+from entropylab.coupling.mec import greedy_mec
+from entropylab.info import _checks
+
+Array = jax.Array
+COMPRESSION = ("ebim", "uniform", "none")
+
+
+# --------------------------------------------------------------------------- policy
+
+
+def soft_q_iteration(transitions, rewards, discount: float, beta, terminal=None,
+                     iterations: int = 1000) -> tuple[Array, Array]:
+  r"""Soft Q-value iteration of a tabular MDP and its maximum-entropy policy.
+
+  Iterates (Sokota et al. 2022, MEME's marginal policy; the soft Bellman backup of
+  Haarnoja et al. 2017)
+
+  .. math:: Q(s,a) \leftarrow r(s,a) + \gamma \sum_{s'} P(s' \mid s,a)\,
+     (1 - \mathrm{term}(s'))\, V(s'), \qquad
+     V(s) = \beta \log \sum_a e^{Q(s,a)/\beta},
+
+  from :math:`Q = 0` for ``iterations`` sweeps (a :math:`\gamma`-contraction: the
+  error shrinks by :math:`\gamma` per sweep), and returns
+  :math:`\pi(a \mid s) = \mathrm{softmax}_a(Q(s,\cdot)/\beta)`, the policy maximising
+  the return plus :math:`\beta` times its entropy (nats). ``beta -> 0`` approaches
+  ordinary value iteration and a greedy policy.
+
+  Args:
+    transitions: ``[S, A, S]`` probabilities :math:`P(s' \mid s, a)`.
+    rewards: ``[S, A]`` expected immediate reward of taking ``a`` in ``s``.
+    discount: :math:`\gamma \in [0, 1)`.
+    beta: temperature :math:`\beta > 0` (reward units per nat); a scalar, may be traced.
+    terminal: optional ``[S]`` bool, states after which nothing more is earned.
+    iterations: number of sweeps (static).
+
+  Returns:
+    ``(q [S, A], policy [S, A])``.
+  """
+  p = jnp.asarray(transitions)
+  r = jnp.asarray(rewards, p.dtype)
+  if p.ndim != 3 or p.shape[0] != p.shape[2]:
+    raise ValueError(f"transitions must have shape [S, A, S], got {p.shape}")
+  if r.shape != p.shape[:2]:
+    raise ValueError(f"rewards must have shape {p.shape[:2]} (states, actions), got {r.shape}")
+  if _checks.is_concrete(p):
+    pn = np.asarray(p, np.float64)
+    if not np.all(np.isfinite(pn)) or np.any(pn < 0) or \
+        not np.allclose(pn.sum(-1), 1.0, atol=1e-6):
+      raise ValueError("transitions must be finite, non-negative, and sum to 1 over s'")
+  if not (0.0 <= float(discount) < 1.0):
+    raise ValueError(f"discount must be in [0, 1), got {discount}")
+  if _checks.is_concrete(beta) and not (np.all(np.asarray(beta) > 0)
+                                        and np.all(np.isfinite(np.asarray(beta)))):
+    raise ValueError(f"beta must be a finite temperature > 0, got {beta}")
+  _checks.check_positive_int(iterations, "iterations")
+  keep = jnp.ones(p.shape[0], p.dtype)
+  if terminal is not None:
+    term = jnp.asarray(terminal)
+    if term.shape != (p.shape[0],):
+      raise ValueError(f"terminal must have shape [{p.shape[0]}], got {term.shape}")
+    keep = 1.0 - term.astype(p.dtype)
+  beta = jnp.asarray(beta, p.dtype)
+  cont = discount * p * keep  # [S, A, S]
+
+  def sweep(_, q):
+    v = beta * jax.nn.logsumexp(q / beta, axis=1)
+    return r + jnp.einsum("sat,t->sa", cont, v)
+
+  q = jax.lax.fori_loop(0, iterations, sweep, jnp.zeros_like(r))
+  return q, jax.nn.softmax(q / beta, axis=1)
+
+
+# --------------------------------------------------------------------------- coupling
+
+
+def _check_method(method: str) -> None:
+  if method not in COMPRESSION:
+    raise ValueError(f"method must be one of {COMPRESSION}, got {method!r}")
+
+
+def compressed_coupling(belief: Array, policy: Array, rate, method: str = "ebim") -> Array:
+  r"""The joint :math:`p(m, a)` of one coding step (MEC-B, Ebrahimi et al. 2024).
+
+  ``method="none"``: greedy MEC of ``belief`` and ``policy`` (MEME). ``"ebim"`` or
+  ``"uniform"``: the belief is first mapped to a code ``T`` with :math:`H(T) \le`
+  ``rate`` bits (:func:`entropylab.coupling.ebim` or
+  :func:`entropylab.coupling.uniform_quantizer`; identity when the belief's entropy
+  is already within the rate for EBIM), then :math:`p(m,a) = p(m,t)\,p(t,a)/p(t)` with
+  :math:`p(t,a)` the greedy MEC of :math:`p_T` and ``policy``.
+
+  Args:
+    belief: ``[M]`` probabilities over messages.
+    policy: ``[A]`` probabilities over actions.
+    rate: ``R`` in bits (``>= 0``; ``inf`` = no limit); ignored by ``"none"``.
+    method: one of :data:`COMPRESSION` (static).
+
+  Returns:
+    ``[M, A]`` joint with row sums ``belief`` and column sums ``policy``.
+  """
+  _check_method(method)
+  if method == "none":
+    return greedy_mec(belief, policy).astype(belief.dtype)
+  rate = jnp.asarray(rate, belief.dtype)
+  if method == "ebim":
+    p_mt = _ebim_single(belief, rate)
+  else:
+    p_mt = _quantizer_single(belief, rate)
+  p_t = jnp.sum(p_mt, axis=0)
+  p_ta = greedy_mec(p_t, policy).astype(belief.dtype)
+  used = p_t > 0
+  p_a_given_t = jnp.where(used[:, None], p_ta / jnp.where(used, p_t, 1.0)[:, None], 0.0)
+  return jnp.matmul(p_mt, p_a_given_t, precision=jax.lax.Precision.HIGHEST)
+
+
+def _entropy_bits(p: Array) -> Array:
+  pos = p > 0
+  return -jnp.sum(jnp.where(pos, p * jnp.log2(jnp.where(pos, p, 1.0)), 0.0), axis=-1)
+
+
+# --------------------------------------------------------------------------- episodes
+
+
+class Episode(NamedTuple):
+  """One coding-game episode (fields gain leading axes under vmap).
+
+  Attributes:
+    decoded: ``[]`` int, the receiver's MAP guess.
+    correct: ``[]`` bool, ``decoded == message``.
+    reward: ``[]`` discounted MDP return of the sender's trajectory.
+    belief_entropy: ``[horizon + 1]`` entropy (bits) of the receiver's belief before
+      each step and at the end.
+    steps: ``[]`` number of steps before the MDP episode ended (``horizon`` if never).
+  """
+
+  decoded: Array
+  correct: Array
+  reward: Array
+  belief_entropy: Array
+  steps: Array
+
+
+def coding_game_episode(key: Array, env: Any, policy_fn: Callable[[Any], Array],
+                        message, prior, rate, method: str = "ebim", horizon: int = 64,
+                        discount: float = 0.95) -> Episode:
+  r"""One episode of the Markov coding game (module docstring).
+
+  Args:
+    key: PRNG key (environment reset and dynamics, the sender's action draws).
+    env: an environment with ``reset(key) -> state`` and ``step(state, action) ->
+      state`` (Brax's shape; ``state.reward``, ``state.done``), discrete actions
+      ``0..A-1``; e.g. :class:`entropylab.rl.gridworld.GridWorld`.
+    policy_fn: ``state -> [A]`` the marginal policy at the state.
+    message: ``[]`` int, the sender's message in ``0..M-1``.
+    prior: ``[M]`` the receiver's initial belief :math:`p_M`.
+    rate: the rate limit ``R`` in bits (``inf``: none).
+    method: compression, one of :data:`COMPRESSION` (static).
+    horizon: steps (static). Coding stops when the MDP episode ends.
+    discount: discount of the reported return.
+
+  Returns:
+    :class:`Episode`.
+  """
+  _check_method(method)
+  _checks.check_positive_int(horizon, "horizon")
+  prior = jnp.asarray(prior)
+  k_reset, k_run = jax.random.split(key)
+  first = env.reset(k_reset)
+  entropy0 = _entropy_bits(prior)
+
+  def cond(carry):
+    t, _, _, alive, _, _, _ = carry
+    return (t < horizon) & (alive > 0)
+
+  def body(carry):
+    t, state, belief, alive, ret, k, ent = carry
+    k, k_a = jax.random.split(k)
+    joint = compressed_coupling(belief, policy_fn(state), rate, method)
+    row = joint[message]
+    action = jax.random.categorical(k_a, jnp.log(row / jnp.sum(row)))
+    col = joint[:, action]
+    belief = col / jnp.sum(col)
+    state = env.step(state, action)
+    ret = ret + discount ** t.astype(ret.dtype) * state.reward
+    ent = ent.at[t + 1].set(_entropy_bits(belief))
+    return (t + 1, state, belief, 1.0 - state.done, ret, k, ent)
+
+  one = jnp.asarray(1.0, prior.dtype)
+  ent = jnp.zeros(horizon + 1, prior.dtype).at[0].set(entropy0)
+  init = (jnp.asarray(0, jnp.int32), first, prior, one, jnp.zeros((), prior.dtype), k_run,
+          ent)
+  steps, _, belief, _, ret, _, ent = jax.lax.while_loop(cond, body, init)
+  # After the episode ends the belief no longer changes.
+  ent = jnp.where(jnp.arange(horizon + 1) > steps, ent[steps], ent)
+  decoded = jnp.argmax(belief)
+  return Episode(decoded, decoded == message, ret, ent, steps)
+
+
+def play_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], messages,
+                     prior, rate, method: str = "ebim", horizon: int = 64,
+                     discount: float = 0.95) -> Episode:
+  """Episodes of :func:`coding_game_episode` for every message of ``messages`` (``[E]``
+  ints), each with its own key, in one vmapped batch; fields of the result gain a
+  leading ``[E]`` axis. ``prior`` must be a distribution over ``M`` messages and
+  ``messages`` lie in ``0..M-1``; ``rate`` must be ``>= 0`` bits."""
+  _check_method(method)
+  prior = jnp.asarray(prior)
+  if prior.ndim != 1 or prior.shape[0] < 1:
+    raise ValueError(f"prior must be a vector [M] of message probabilities, got shape "
+                     f"{prior.shape}")
+  if _checks.is_concrete(prior):
+    pn = np.asarray(prior, np.float64)
+    if not np.all(np.isfinite(pn)) or np.any(pn < 0) or abs(pn.sum() - 1) > 1e-6:
+      raise ValueError("prior must be finite, non-negative and sum to 1")
+  if _checks.is_concrete(rate):
+    rn = np.asarray(rate, np.float64)
+    if np.any(np.isnan(rn)) or np.any(rn < 0):
+      raise ValueError(f"rate must be >= 0 bits (inf allowed), got {rate}")
+  messages = jnp.asarray(messages)
+  if messages.ndim != 1 or not jnp.issubdtype(messages.dtype, jnp.integer):
+    raise ValueError(f"messages must be a vector [E] of ints, got {messages.dtype} "
+                     f"{messages.shape}")
+  if _checks.is_concrete(messages) and messages.size and (
+      np.asarray(messages).min() < 0 or np.asarray(messages).max() >= prior.shape[0]):
+    raise ValueError(f"messages must lie in 0..{prior.shape[0] - 1}")
+  keys = jax.random.split(key, messages.shape[0])
+  return jax.vmap(lambda k, m: coding_game_episode(k, env, policy_fn, m, prior, rate,
+                                                   method, horizon, discount))(keys, messages)
+
+
+__all__ = ["COMPRESSION", "Episode", "coding_game_episode", "compressed_coupling",
+           "play_coding_game", "soft_q_iteration"]

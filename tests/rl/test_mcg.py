@@ -1,0 +1,184 @@
+"""Markov coding games: the gridworld model, soft Q-value iteration, the rate-limited
+coupling and whole episodes."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from entropylab.coupling import greedy_mec, mec_b
+from entropylab.rl import mcg
+from entropylab.rl.gridworld import GridWorld
+
+
+@pytest.fixture(scope="module")
+def world():
+  return GridWorld()
+
+
+def test_gridworld_model_is_the_papers(world):
+  p, r, term = (np.asarray(x, np.float64) for x in world.tables())
+  np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-6)
+  s = world.index((5, 4))
+  # Up from the start: (4, 4) and the right slip's (5, 5) are obstacles, so 0.9 stays
+  # put; the left slip reaches (5, 3).
+  np.testing.assert_allclose(p[s, 0, s], 0.9, atol=1e-7)
+  np.testing.assert_allclose(p[s, 0, world.index((5, 3))], 0.1, atol=1e-7)
+  # left from (5, 4): 0.8 to (5, 3), 0.1 up to (4, 4) blocked -> stays, 0.1 down to (6, 4).
+  np.testing.assert_allclose(p[s, 3, world.index((5, 3))], 0.8, atol=1e-7)
+  np.testing.assert_allclose(p[s, 3, s], 0.1, atol=1e-7)
+  np.testing.assert_allclose(p[s, 3, world.index((6, 4))], 0.1, atol=1e-7)
+  # Corner (0, 0) going up: the wall keeps 0.8 + the left slip 0.1 in place.
+  c = world.index((0, 0))
+  np.testing.assert_allclose(p[c, 0, c], 0.9, atol=1e-7)
+  # Next to the goal: right from (0, 6) earns 0.8 * 1 (down slip to (1, 6) earns 0).
+  np.testing.assert_allclose(r[world.index((0, 6)), 1], 0.8, atol=1e-7)
+  # Above the trap's row: down from (0, 7) is terminal (goal): no reward from there.
+  assert term[world.index((0, 7))] and term[world.index((1, 7))] and term.sum() == 2
+  np.testing.assert_allclose(r[world.index((0, 7))], 0.0)
+
+
+def test_gridworld_steps_sample_the_model(world):
+  p, _, _ = world.tables()
+  s0 = world.reset(jax.random.key(0))
+  keys = jax.random.split(jax.random.key(1), 20000)
+  nxt = jax.vmap(lambda k: world.step(s0._replace(key=k), 3))(keys)
+  freq = np.bincount(np.asarray(nxt.cell), minlength=world.num_states) / keys.shape[0]
+  np.testing.assert_allclose(freq, np.asarray(p[s0.cell, 3]), atol=0.012)
+  assert float(jnp.max(nxt.reward)) == 0.0 and float(jnp.max(nxt.done)) == 0.0
+  near = s0._replace(cell=jnp.asarray(world.index((0, 6))))
+  ends = jax.vmap(lambda k: world.step(near._replace(key=k), 1))(keys[:4000])
+  goal = np.asarray(ends.cell) == world.index(world.goal)
+  np.testing.assert_array_equal(np.asarray(ends.reward)[goal], 1.0)
+  np.testing.assert_array_equal(np.asarray(ends.done), goal.astype(np.float32))
+  assert abs(goal.mean() - 0.8) < 0.03
+
+
+def _slow_soft_q(p, r, gamma, beta, term, iters):
+  q = np.zeros_like(r)
+  for _ in range(iters):
+    v = np.array([beta * math.log(sum(math.exp(x / beta) for x in row)) for row in q])
+    q = r + gamma * np.einsum("sat,t->sa", p, np.where(term, 0.0, v))
+  return q
+
+
+def test_soft_q_iteration_closed_form_and_slow_loop(world):
+  with jax.enable_x64(True):
+    # One state with self-loops: V = beta * log sum_a exp(r_a / beta) / (1 - gamma).
+    r = np.array([[0.3, -0.2, 1.0]])
+    q, pi = mcg.soft_q_iteration(np.ones((1, 3, 1)), r, 0.9, 0.5, iterations=800)
+    v = 0.5 * np.log(np.exp(r / 0.5).sum()) / 0.1
+    np.testing.assert_allclose(q, r + 0.9 * v, rtol=1e-12)
+    np.testing.assert_allclose(pi, np.exp(r / 0.5) / np.exp(r / 0.5).sum(), rtol=1e-12)
+    p, r, term = (np.asarray(x, np.float64) for x in world.tables(jnp.float64))
+    term = term > 0
+    q, pi = mcg.soft_q_iteration(p, r, 0.95, 0.05, term, iterations=60)
+    np.testing.assert_allclose(q, _slow_soft_q(p, r, 0.95, 0.05, term, 60), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(pi).sum(1), 1.0, atol=1e-12)
+    # A small temperature gives the greedy policy of ordinary value iteration.
+    q0 = np.zeros_like(r)
+    for _ in range(400):
+      q0 = r + 0.95 * np.einsum("sat,t->sa", p, np.where(term, 0.0, q0.max(1)))
+    _, cold = mcg.soft_q_iteration(p, r, 0.95, 1e-4, term, iterations=400)
+    live = ~term & ~np.isin(np.arange(64), [world.index(c) for c in world.obstacles])
+    decisive = np.sort(q0, 1)[:, -1] - np.sort(q0, 1)[:, -2] > 1e-2
+    sel = live & decisive
+    np.testing.assert_array_equal(np.argmax(cold, 1)[sel], np.argmax(q0, 1)[sel])
+    assert sel.sum() > 30
+
+
+def test_compressed_coupling_marginals_and_codes():
+  rng = np.random.default_rng(3)
+  with jax.enable_x64(True):
+    for _ in range(5):
+      b = rng.dirichlet(np.ones(40))
+      pi = rng.dirichlet(np.ones(4))
+      hb = -np.sum(b * np.log2(b))
+      for rate in (0.5, 2.0, hb - 0.3):
+        for method in ("ebim", "uniform"):
+          joint = np.asarray(mcg.compressed_coupling(jnp.asarray(b), jnp.asarray(pi), rate,
+                                                     method))
+          np.testing.assert_allclose(joint.sum(1), b, atol=1e-12)
+          np.testing.assert_allclose(joint.sum(0), pi, atol=1e-12)
+          # Messages of one code send the same action distribution: the rows p(a | m)
+          # take at most as many distinct values as codes, and H(codes) <= rate.
+          cond = np.round(joint / b[:, None], 10)
+          codes, inv = np.unique(cond, axis=0, return_inverse=True)
+          mass = np.bincount(inv.reshape(-1), weights=b)
+          assert -np.sum(mass * np.log2(mass)) <= rate + 1e-9
+        np.testing.assert_allclose(
+            mcg.compressed_coupling(jnp.asarray(b), jnp.asarray(pi), rate, "ebim"),
+            mec_b(b, pi, rate), atol=1e-15)
+      np.testing.assert_allclose(mcg.compressed_coupling(jnp.asarray(b), jnp.asarray(pi),
+                                                         0.0, "none"), greedy_mec(b, pi))
+
+
+M = 64
+
+
+@pytest.fixture(scope="module")
+def games(world):
+  """Accuracy and reward over 64 uniform messages (each sent once), for two policies
+  and several rates."""
+  p, r, term = world.tables()
+  prior = jnp.full(M, 1.0 / M)
+  messages = jnp.arange(M)
+  out = {}
+  for name, beta in (("greedy", math.exp(-6)), ("soft", math.exp(-4))):
+    _, pi = mcg.soft_q_iteration(p, r, 0.95, beta, term, iterations=200)
+    play = jax.jit(lambda key, rate, method, pi=pi: mcg.play_coding_game(
+        key, world, lambda s: pi[s.cell], messages, prior, rate, method, horizon=300),
+        static_argnames="method")
+    for ratio in (1, 2, 3):
+      for method in (("none",) if ratio == 1 else ("ebim", "uniform")):
+        ep = play(jax.random.key(ratio), math.log2(M) / ratio, method)
+        out[name, ratio, method] = ep
+  return out
+
+
+def test_coding_game_decodes_and_trades_reward_for_accuracy(games):
+  soft, greedy = games["soft", 1, "none"], games["greedy", 1, "none"]
+  # No rate limit, soft policy, long horizon: every message decoded exactly.
+  assert float(soft.correct.mean()) == 1.0
+  assert np.all(np.asarray(soft.steps) < 300)  # every episode ended before the horizon
+  assert float(soft.belief_entropy[:, -1].max()) < 1e-6
+  np.testing.assert_allclose(soft.belief_entropy[:, 0], math.log2(M), rtol=1e-6)
+  # A greedier policy: more reward, less action entropy to carry the message.
+  assert float(greedy.reward.mean()) > float(soft.reward.mean())
+  assert float(greedy.correct.mean()) < 0.6
+  for name in ("soft", "greedy"):
+    acc = {k[1:]: float(v.correct.mean()) for k, v in games.items() if k[0] == name}
+    # EBIM at least as accurate as the uniform quantiser at the same rate, and both no
+    # better under a tighter limit than without one.
+    for ratio in (2, 3):
+      assert acc[ratio, "ebim"] >= acc[ratio, "uniform"]
+      assert acc[ratio, "uniform"] <= acc[1, "none"]
+    assert acc[3, "uniform"] <= acc[2, "uniform"]
+  # The uniform quantiser's fixed contiguous blocks (8 and 16 messages at rates 3 and 2
+  # bits) can never be told apart: at most one message per block is decoded.
+  assert float(games["soft", 2, "uniform"].correct.mean()) <= 1 / 8
+  assert float(games["soft", 3, "uniform"].correct.mean()) <= 1 / 16
+
+
+def test_bad_input_names_the_argument(world):
+  p, r, term = world.tables()
+  pol = lambda s: jnp.full(4, 0.25)
+  with pytest.raises(ValueError, match="prior"):
+    mcg.play_coding_game(jax.random.key(0), world, pol, jnp.arange(3), jnp.ones(4), 1.0)
+  with pytest.raises(ValueError, match="rate"):
+    mcg.play_coding_game(jax.random.key(0), world, pol, jnp.arange(3), jnp.full(4, 0.25), -1.0)
+  with pytest.raises(ValueError, match="messages"):
+    mcg.play_coding_game(jax.random.key(0), world, pol, jnp.arange(5), jnp.full(4, 0.25), 1.0)
+  with pytest.raises(ValueError, match="method"):
+    mcg.play_coding_game(jax.random.key(0), world, pol, jnp.arange(3), jnp.full(4, 0.25), 1.0,
+                         method="huffman")
+  with pytest.raises(ValueError, match="beta"):
+    mcg.soft_q_iteration(p, r, 0.95, 0.0, term)
+  with pytest.raises(ValueError, match="discount"):
+    mcg.soft_q_iteration(p, r, 1.0, 0.1, term)
+  with pytest.raises(ValueError, match="obstacle"):
+    GridWorld(start=(3, 3))
+  with pytest.raises(ValueError, match="slip"):
+    GridWorld(slip=0.7)
