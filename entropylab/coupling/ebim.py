@@ -71,54 +71,86 @@ def _bits(masses: Array) -> Array:
 # --------------------------------------------------------------------------- Algorithm 1
 
 
-def _merge(assign: Array, mass: Array, a: Array, b: Array):
-  """Merges clusters a and b into column min(a, b); column max(a, b) becomes empty."""
-  keep = jnp.minimum(a, b)
-  drop = jnp.maximum(a, b)
-  mass = mass.at[keep].add(mass[drop]).at[drop].set(0.0)
-  assign = jnp.where(assign == drop, keep, assign)
-  return assign, mass
+def _two_smallest_suffix(v: Array) -> tuple[Array, Array]:
+  """For each ``i``, the two smallest values of ``v[i:]`` (the second is the sentinel
+  ``v.size`` where ``v[i:]`` has one element)."""
+  big = jnp.full_like(v, v.shape[0])
+
+  def combine(a, b):
+    a1, a2 = a
+    b1, b2 = b
+    return jnp.minimum(a1, b1), jnp.minimum(jnp.maximum(a1, b1), jnp.minimum(a2, b2))
+
+  return lax.associative_scan(combine, (v, big), reverse=True)
 
 
 def _ebim_single(p: Array, rate: Array) -> Array:
-  """Algorithm 1 on one ``p: [n]`` and a scalar rate; returns ``p_xt: [n, n]``."""
+  """Algorithm 1 on one ``p: [n]`` and a scalar rate, without its loop; returns
+  ``p_xt: [n, n]``.
+
+  A merge of the two largest clusters makes the new largest, so after ``k - 1`` such
+  merges the clusters are ``B_k``, the ``k`` largest symbols in one cluster, and the
+  other symbols alone. The candidates the loop tries are therefore fixed: at each
+  state ``k = 1, 2, ...``, first ``B_k`` with its two smallest clusters merged, then
+  ``B_{k+1}``; it returns the first whose entropy is at most ``rate``. Sorting once
+  (mass descending for "largest", ascending for "smallest", ties to the lower index as
+  in the loop) and prefix sums give every candidate's entropy at once: O(n log n)
+  instead of O(n^2). ``tests/coupling/test_ebim.py`` checks it against a transcription
+  of the loop, ties and zero masses included.
+  """
   n = p.shape[-1]
   if n == 1:
     return p[:, None]
-  active0 = p > 0
-  clusters0 = jnp.sum(active0.astype(jnp.int32))
-  # R >= H(X): T = X. Also covers a single-atom p_x (H(X) = 0 <= R).
-  done0 = _bits(p) <= rate
-
-  def two(mass, largest):
-    active = mass > 0
-    if largest:
-      key = jnp.where(active, mass, -jnp.inf)
-    else:
-      key = jnp.where(active, -mass, -jnp.inf)
-    # top_k lists equal keys lower index first: ties go to the lower column.
-    _, idx = lax.top_k(key, 2)
-    return idx[0], idx[1]
-
-  def cond(state):
-    _, _, done, clusters = state
-    return jnp.logical_and(jnp.logical_not(done), clusters > 1)
-
-  def body(state):
-    assign, mass, _, clusters = state
-    a, b = two(mass, largest=False)
-    assign_s, mass_s = _merge(assign, mass, a, b)
-    small_ok = _bits(mass_s) <= rate
-    a, b = two(mass, largest=True)
-    assign_l, mass_l = _merge(assign, mass, a, b)
-    large_ok = _bits(mass_l) <= rate
-    assign = jnp.where(small_ok, assign_s, assign_l)
-    mass = jnp.where(small_ok, mass_s, mass_l)
-    return assign, mass, jnp.logical_or(small_ok, large_ok), clusters - 1
-
-  init = (jnp.arange(n, dtype=jnp.int32), p, done0, clusters0)
-  assign, _, _, _ = lax.while_loop(cond, body, init)
-  return jax.nn.one_hot(assign, n, dtype=p.dtype) * p[:, None]
+  idx = jnp.arange(n, dtype=jnp.int32)
+  active = p > 0
+  count = jnp.sum(active.astype(jnp.int32))
+  # Rank order ("largest" first, lower index first on ties; zero masses last) and the
+  # "smallest" order (ascending, lower index first; zero masses last).
+  by_large = jnp.lexsort((idx, -jnp.where(active, p, -1.0)))
+  by_small = jnp.lexsort((idx, jnp.where(active, p, jnp.inf)))
+  small_pos = jnp.zeros(n, jnp.int32).at[by_small].set(idx)
+  mass = p[by_large]
+  phi = info.discrete._neg_xlogx(mass) / jnp.log(jnp.asarray(2.0, p.dtype))
+  prefix = jnp.cumsum(mass)
+  # rest[k] = sum over ranks > k (1-based) of phi: a suffix sum, no cancellation.
+  rest = jnp.concatenate([jnp.cumsum(phi[::-1])[::-1][1:], jnp.zeros(1, p.dtype)])
+  phi_prefix = info.discrete._neg_xlogx(prefix) / jnp.log(jnp.asarray(2.0, p.dtype))
+  h_state = phi_prefix + rest  # [n]: entropy of state k = 1..n at index k - 1
+  # Two smallest singles of state k: among ranks >= k + 1 (k >= 2), or all (k = 1).
+  s1, s2 = _two_smallest_suffix(small_pos[by_large])
+  k = jnp.arange(1, n + 1, dtype=jnp.int32)
+  start = jnp.where(k == 1, 0, jnp.minimum(k, n - 1))
+  a = by_small[jnp.minimum(s1[start], n - 1)]
+  b = by_small[jnp.minimum(s2[start], n - 1)]
+  pa, pb = p[a], p[b]
+  to_bits = lambda x: info.discrete._neg_xlogx(x) / jnp.log(jnp.asarray(2.0, p.dtype))
+  h_small = h_state - to_bits(pa) - to_bits(pb) + to_bits(pa + pb)
+  # With B_k and one single left (k = count - 1 >= 2) the merge leaves one cluster.
+  h_small = jnp.where((k >= 2) & (k == count - 1), 0.0, h_small)
+  h_large = jnp.concatenate([h_state[1:], jnp.zeros(1, p.dtype)])
+  valid = k <= count - 1
+  small_ok = valid & (h_small <= rate)
+  # The loop stops once one cluster is left, whatever the rounding of its entropy.
+  large_ok = valid & ((h_large <= rate) | (k == count - 1))
+  # Candidates in the loop's order: small_1, large_1, small_2, large_2, ...
+  ok = jnp.stack([small_ok, large_ok], axis=1).reshape(-1)
+  first = jnp.argmax(ok)
+  kk = first // 2 + 1
+  is_small = first % 2 == 0
+  top = jnp.where(is_small, kk, kk + 1)  # size of the merged largest cluster
+  rank = jnp.zeros(n, jnp.int32).at[by_large].set(idx + 1)
+  in_top = active & (rank <= top)
+  col = jnp.where(in_top, jnp.min(jnp.where(in_top, idx, n)), idx)
+  a_k, b_k = a[kk - 1], b[kk - 1]
+  everything = (kk >= 2) & (kk == count - 1)
+  pair_col = jnp.minimum(col[a_k], col[b_k])
+  merged_pair = jnp.where(everything, active, (idx == a_k) | (idx == b_k)
+                          | (col == col[a_k]) | (col == col[b_k]))
+  col = jnp.where(is_small & merged_pair,
+                  jnp.where(everything, jnp.min(jnp.where(active, idx, n)), pair_col), col)
+  done = (_bits(p) <= rate) | (count <= 1)
+  col = jnp.where(done, idx, col)
+  return jax.nn.one_hot(col, n, dtype=p.dtype) * p[:, None]
 
 
 _ebim_core = jax.jit(jnp.vectorize(_ebim_single, signature="(n),()->(n,n)"))
