@@ -85,8 +85,15 @@ def _two_smallest_suffix(v: Array) -> tuple[Array, Array]:
 
 
 def _ebim_single(p: Array, rate: Array) -> Array:
-  """Algorithm 1 on one ``p: [n]`` and a scalar rate, without its loop; returns
-  ``p_xt: [n, n]``.
+  """Algorithm 1 on one ``p: [n]`` and a scalar rate; returns ``p_xt: [n, n]``."""
+  if p.shape[-1] == 1:
+    return p[:, None]
+  return jax.nn.one_hot(_ebim_clusters(p, rate), p.shape[-1], dtype=p.dtype) * p[:, None]
+
+
+def _ebim_clusters(p: Array, rate: Array) -> Array:
+  """Algorithm 1 on one ``p: [n]`` and a scalar rate, without its loop; returns the
+  code of each symbol, ``t: [n]`` int32 (the column of ``p_xt``).
 
   A merge of the two largest clusters makes the new largest, so after ``k - 1`` such
   merges the clusters are ``B_k``, the ``k`` largest symbols in one cluster, and the
@@ -99,9 +106,9 @@ def _ebim_single(p: Array, rate: Array) -> Array:
   of the loop, ties and zero masses included.
   """
   n = p.shape[-1]
-  if n == 1:
-    return p[:, None]
   idx = jnp.arange(n, dtype=jnp.int32)
+  if n == 1:
+    return idx
   active = p > 0
   count = jnp.sum(active.astype(jnp.int32))
   # Rank order ("largest" first, lower index first on ties; zero masses last) and the
@@ -129,6 +136,11 @@ def _ebim_single(p: Array, rate: Array) -> Array:
   h_small = jnp.where((k >= 2) & (k == count - 1), 0.0, h_small)
   h_large = jnp.concatenate([h_state[1:], jnp.zeros(1, p.dtype)])
   valid = k <= count - 1
+  # Entropies computed in different orders (this sort, a compacted alphabet, the loop
+  # of the reference) differ by rounding; with dyadic masses a candidate's entropy often
+  # equals the rate exactly, so the budget gets a few ulps of slack to decide those
+  # ties the same way everywhere.
+  rate = rate + 64 * jnp.finfo(p.dtype).eps * jnp.maximum(rate, 1.0)
   small_ok = valid & (h_small <= rate)
   # The loop stops once one cluster is left, whatever the rounding of its entropy.
   large_ok = valid & ((h_large <= rate) | (k == count - 1))
@@ -149,8 +161,7 @@ def _ebim_single(p: Array, rate: Array) -> Array:
   col = jnp.where(is_small & merged_pair,
                   jnp.where(everything, jnp.min(jnp.where(active, idx, n)), pair_col), col)
   done = (_bits(p) <= rate) | (count <= 1)
-  col = jnp.where(done, idx, col)
-  return jax.nn.one_hot(col, n, dtype=p.dtype) * p[:, None]
+  return jnp.where(done, idx, col)
 
 
 _ebim_core = jax.jit(jnp.vectorize(_ebim_single, signature="(n),()->(n,n)"))
@@ -170,7 +181,11 @@ def ebim(p_x, rate) -> Array:
      :math:`H(T) \le R` (this check follows the authors' reference implementation:
      without it the next step 1 would merge once more and lose information).
 
-  Ties in cluster mass go to the lower column index. Since ``T`` is a function of
+  Ties in cluster mass go to the lower column index. The budget is compared with 64
+  ulps of slack (relative, for rates above 1 bit), so that a candidate whose entropy
+  equals ``R`` in exact arithmetic (common with dyadic masses) counts as feasible
+  whatever the rounding. The search runs without a loop: the candidates do not depend on
+  ``R`` (see :func:`_ebim_clusters`), so one sort finds them all, in O(n log n). Since ``T`` is a function of
   ``X``, :math:`I(X;T) = H(T)`; it is non-decreasing in ``R`` (the candidate mappings
   do not depend on ``R`` and come in order of non-increasing entropy). Theorem 2 bounds the gap to the optimum:
   :math:`\mathcal{I}_{EBIM}(p_X, R) - I(X;T) \le h(p_2)`, with ``h`` the binary
@@ -285,14 +300,23 @@ def ebim_refine(p_xt, direction: str, eps=1e-3) -> Array:
 # --------------------------------------------------------------------------- baseline
 
 
-def _quantizer_single(p: Array, rate: Array) -> Array:
-  n = p.shape[-1]
-  tiny = 8 * jnp.finfo(p.dtype).eps
+def _quantizer_bin_size(n: int, rate: Array) -> Array:
+  """Symbols per bin of the uniform quantiser of ``n`` symbols at ``rate`` bits."""
+  tiny = 8 * jnp.finfo(rate.dtype).eps
   # floor(2^R) bins, clipped to [1, n]; the relative slack keeps R = log2(k) at k bins.
   bins = jnp.clip(jnp.floor(jnp.exp2(rate) * (1 + tiny)), 1, n)
-  size = jnp.ceil(n / bins).astype(jnp.int32)
-  t = jnp.arange(n, dtype=jnp.int32) // size
-  return jax.nn.one_hot(t, n, dtype=p.dtype) * p[:, None]
+  return jnp.ceil(n / bins).astype(jnp.int32)
+
+
+def _quantizer_clusters(p: Array, rate: Array) -> Array:
+  """The uniform quantiser's code of each symbol, ``t: [n]`` int32."""
+  n = p.shape[-1]
+  return jnp.arange(n, dtype=jnp.int32) // _quantizer_bin_size(n, rate.astype(p.dtype))
+
+
+def _quantizer_single(p: Array, rate: Array) -> Array:
+  n = p.shape[-1]
+  return jax.nn.one_hot(_quantizer_clusters(p, rate), n, dtype=p.dtype) * p[:, None]
 
 
 _quantizer_core = jax.jit(jnp.vectorize(_quantizer_single, signature="(n),()->(n,n)"))

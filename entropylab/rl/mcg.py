@@ -35,8 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from entropylab.coupling.ebim import _ebim_single, _quantizer_single
-from entropylab.coupling.mec import greedy_mec
+from entropylab.coupling.ebim import _ebim_clusters, _quantizer_bin_size
 from entropylab.info import _checks
 
 Array = jax.Array
@@ -116,15 +115,116 @@ def _check_method(method: str) -> None:
     raise ValueError(f"method must be one of {COMPRESSION}, got {method!r}")
 
 
+def _lex_first(values: Array, index: Array) -> Array:
+  """Position of the largest of ``values``, ties to the lowest ``index``."""
+  top = jnp.max(values)
+  return jnp.argmin(jnp.where(values == top, index, jnp.iinfo(jnp.int32).max)).astype(
+      jnp.int32)
+
+
+def greedy_coupling_few(p: Array, q: Array) -> Array:
+  r"""Greedy minimum-entropy coupling of ``p: [n]`` and a short ``q: [m]``, dense
+  ``[n, m]``: the same joint as :func:`entropylab.coupling.greedy_mec` (Kocaoglu et
+  al. 2017, Algorithm 1: pair the largest residuals, ties to the lower index), in
+  O(n log n + (n + m) m) instead of O((n + m) n).
+
+  Sorting ``p`` once suffices: a symbol of ``p`` that no step has touched is used in
+  the sorted order, and a touched one keeps a residual only when it used up a symbol
+  of ``q``, which happens at most ``m`` times; those residuals wait in a buffer of ``m``
+  slots and compete with the next untouched symbol by value, then by index. Each
+  ``(p, q)`` cell receives mass at most once, so the joint is bit-identical to the
+  reference's.
+  """
+  n, m = p.shape[0], q.shape[0]
+  idx = jnp.arange(n, dtype=jnp.int32)
+  order = jnp.lexsort((idx, -p)).astype(jnp.int32)
+  ps = p[order]
+  empty = jnp.asarray(-1.0, p.dtype)
+  # Every step uses up a symbol of p or of q, and zero masses are never paired with
+  # positive ones, so (non-zero symbols of p) + m - 1 steps place all the mass: the loop
+  # stops there (fewer steps for the sparse beliefs of a coding game's later steps).
+  steps = jnp.sum((p > 0).astype(jnp.int32)) + m - 1
+
+  def cond(carry):
+    return carry[0] < steps
+
+  def body(carry):
+    t, ptr, pend_val, pend_idx, q_res, cell_i, cell_j, cell_r = carry
+    live = ptr < n
+    s_val = jnp.where(live, ps[jnp.minimum(ptr, n - 1)], empty)
+    s_idx = jnp.where(live, order[jnp.minimum(ptr, n - 1)], n)
+    slot = _lex_first(pend_val, pend_idx)
+    b_val, b_idx = pend_val[slot], pend_idx[slot]
+    from_stream = (s_val > b_val) | ((s_val == b_val) & (s_idx < b_idx))
+    p_val = jnp.where(from_stream, s_val, b_val)
+    i = jnp.where(from_stream, s_idx, b_idx)
+    j = _lex_first(q_res, jnp.arange(m, dtype=jnp.int32))
+    r = jnp.where(p_val >= 0, jnp.maximum(jnp.minimum(p_val, q_res[j]), 0.0), 0.0)
+    q_res = q_res.at[j].add(-r)
+    left = p_val - r
+    # The chosen symbol's residual: a new buffer entry (from the stream) or an update.
+    free = jnp.argmin(pend_val >= 0).astype(jnp.int32)
+    target = jnp.where(from_stream, free, slot)
+    keep = (p_val >= 0) & (left > 0)
+    pend_val = pend_val.at[target].set(
+        jnp.where(keep, left, jnp.where(from_stream, pend_val[target], empty)))
+    pend_idx = pend_idx.at[target].set(
+        jnp.where(keep, i, jnp.where(from_stream, pend_idx[target], n)))
+    cell_i = cell_i.at[t].set(jnp.minimum(i, n - 1))
+    cell_j = cell_j.at[t].set(j)
+    cell_r = cell_r.at[t].set(r)
+    return (t + 1, ptr + from_stream.astype(jnp.int32), pend_val, pend_idx, q_res,
+            cell_i, cell_j, cell_r)
+
+  size = n + m - 1
+  init = (jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32), jnp.full(m, empty),
+          jnp.full(m, n, jnp.int32), q, jnp.zeros(size, jnp.int32),
+          jnp.zeros(size, jnp.int32), jnp.zeros(size, p.dtype))
+  _, _, _, _, _, cell_i, cell_j, cell_r = jax.lax.while_loop(cond, body, init)
+  # Each cell receives mass at most once, so one scatter-add places it exactly.
+  return jnp.zeros((n, m), p.dtype).at[cell_i, cell_j].add(cell_r)
+
+
+def _codes(vals: Array, ids: Array, rate: Array, method: str, num_messages: int) -> Array:
+  """Code of each entry of a compacted belief (``vals`` at message ``ids``, ascending
+  ids first, zero entries last), as positions: a code is named by the position of its
+  first member, so code order follows message order as in the full alphabet."""
+  if method == "ebim":
+    return _ebim_clusters(vals, rate)
+  # The uniform quantiser's contiguous blocks of message ids (its Algorithm 5 on the
+  # full alphabet of num_messages symbols).
+  block = ids // _quantizer_bin_size(num_messages, rate).astype(ids.dtype)
+  pos = jnp.arange(vals.shape[0], dtype=jnp.int32)
+  start = jnp.concatenate([jnp.ones(1, bool), block[1:] != block[:-1]])
+  return jax.lax.cummax(jnp.where(start, pos, 0))
+
+
+def _joint(vals: Array, ids: Array, policy: Array, rate, method: str,
+           num_messages: int) -> Array:
+  """:func:`compressed_coupling` of a (possibly compacted) belief."""
+  policy = policy.astype(vals.dtype)
+  if method == "none":
+    return greedy_coupling_few(vals, policy)
+  rate = jnp.asarray(rate, vals.dtype)
+  code = _codes(vals, ids, rate, method, num_messages)
+  p_t = jax.ops.segment_sum(vals, code, num_segments=vals.shape[0])
+  p_ta = greedy_coupling_few(p_t, policy)
+  used = p_t > 0
+  p_a_given_t = jnp.where(used[:, None], p_ta / jnp.where(used, p_t, 1.0)[:, None], 0.0)
+  return vals[:, None] * p_a_given_t[code]
+
+
 def compressed_coupling(belief: Array, policy: Array, rate, method: str = "ebim") -> Array:
   r"""The joint :math:`p(m, a)` of one coding step (MEC-B, Ebrahimi et al. 2024).
 
   ``method="none"``: greedy MEC of ``belief`` and ``policy`` (MEME). ``"ebim"`` or
   ``"uniform"``: the belief is first mapped to a code ``T`` with :math:`H(T) \le`
-  ``rate`` bits (:func:`entropylab.coupling.ebim` or
+  ``rate`` bits (the code of :func:`entropylab.coupling.ebim` or
   :func:`entropylab.coupling.uniform_quantizer`; identity when the belief's entropy
-  is already within the rate for EBIM), then :math:`p(m,a) = p(m,t)\,p(t,a)/p(t)` with
-  :math:`p(t,a)` the greedy MEC of :math:`p_T` and ``policy``.
+  is already within the rate for EBIM), then :math:`p(m,a) = p(m)\,p(a \mid t(m))`
+  with :math:`p(t,a)` the greedy MEC of :math:`p_T` and ``policy``; equal to
+  :func:`entropylab.coupling.mec_b`'s ``p_xy`` for EBIM. The greedy couplings are
+  :func:`greedy_coupling_few` (the action space is short).
 
   Args:
     belief: ``[M]`` probabilities over messages.
@@ -136,18 +236,8 @@ def compressed_coupling(belief: Array, policy: Array, rate, method: str = "ebim"
     ``[M, A]`` joint with row sums ``belief`` and column sums ``policy``.
   """
   _check_method(method)
-  if method == "none":
-    return greedy_mec(belief, policy).astype(belief.dtype)
-  rate = jnp.asarray(rate, belief.dtype)
-  if method == "ebim":
-    p_mt = _ebim_single(belief, rate)
-  else:
-    p_mt = _quantizer_single(belief, rate)
-  p_t = jnp.sum(p_mt, axis=0)
-  p_ta = greedy_mec(p_t, policy).astype(belief.dtype)
-  used = p_t > 0
-  p_a_given_t = jnp.where(used[:, None], p_ta / jnp.where(used, p_t, 1.0)[:, None], 0.0)
-  return jnp.matmul(p_mt, p_a_given_t, precision=jax.lax.Precision.HIGHEST)
+  n = belief.shape[0]
+  return _joint(belief, jnp.arange(n, dtype=jnp.int32), policy, rate, method, n)
 
 
 def _entropy_bits(p: Array) -> Array:
@@ -177,10 +267,27 @@ class Episode(NamedTuple):
   steps: Array
 
 
+def _widths(num_messages: int, widths) -> tuple[int, ...]:
+  if widths is None:
+    widths = (64, 8)
+  out = [num_messages]
+  for w in widths:
+    if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+      raise ValueError(f"widths must be positive ints, got {widths!r}")
+    if w < out[-1]:
+      out.append(w)
+  return tuple(out)
+
+
 def coding_game_episode(key: Array, env: Any, policy_fn: Callable[[Any], Array],
                         message, prior, rate, method: str = "ebim", horizon: int = 64,
-                        discount: float = 0.95) -> Episode:
+                        discount: float = 0.95, widths=None) -> Episode:
   r"""One episode of the Markov coding game (module docstring).
+
+  The belief is kept as its non-zero entries: it starts at full width ``M`` and, once
+  at most ``w`` messages keep positive belief, moves to the next of ``widths`` (the
+  entries in message order, so every tie is broken as on the full alphabet). Under
+  vmap every episode's belief shrinks fast, and most steps run at a small width.
 
   Args:
     key: PRNG key (environment reset and dynamics, the sender's action draws).
@@ -194,6 +301,8 @@ def coding_game_episode(key: Array, env: Any, policy_fn: Callable[[Any], Array],
     method: compression, one of :data:`COMPRESSION` (static).
     horizon: steps (static). Coding stops when the MDP episode ends.
     discount: discount of the reported return.
+    widths: static decreasing belief widths after the first (default ``(64, 8)``;
+      ``()`` keeps the full width throughout).
 
   Returns:
     :class:`Episode`.
@@ -201,41 +310,55 @@ def coding_game_episode(key: Array, env: Any, policy_fn: Callable[[Any], Array],
   _check_method(method)
   _checks.check_positive_int(horizon, "horizon")
   prior = jnp.asarray(prior)
+  num = prior.shape[0]
+  phases = _widths(num, widths)
   k_reset, k_run = jax.random.split(key)
   first = env.reset(k_reset)
-  entropy0 = _entropy_bits(prior)
-
-  def cond(carry):
-    t, _, _, alive, _, _, _ = carry
-    return (t < horizon) & (alive > 0)
 
   def body(carry):
-    t, state, belief, alive, ret, k, ent = carry
+    t, state, vals, ids, alive, ret, k, ent = carry
     k, k_a = jax.random.split(k)
-    joint = compressed_coupling(belief, policy_fn(state), rate, method)
-    row = joint[message]
+    joint = _joint(vals, ids, policy_fn(state), rate, method, num)
+    row = joint[jnp.argmax(ids == message)]
     action = jax.random.categorical(k_a, jnp.log(row / jnp.sum(row)))
     col = joint[:, action]
-    belief = col / jnp.sum(col)
+    vals = col / jnp.sum(col)
     state = env.step(state, action)
     ret = ret + discount ** t.astype(ret.dtype) * state.reward
-    ent = ent.at[t + 1].set(_entropy_bits(belief))
-    return (t + 1, state, belief, 1.0 - state.done, ret, k, ent)
+    ent = ent.at[t + 1].set(_entropy_bits(vals))
+    return (t + 1, state, vals, ids, 1.0 - state.done, ret, k, ent)
 
-  one = jnp.asarray(1.0, prior.dtype)
-  ent = jnp.zeros(horizon + 1, prior.dtype).at[0].set(entropy0)
-  init = (jnp.asarray(0, jnp.int32), first, prior, one, jnp.zeros((), prior.dtype), k_run,
-          ent)
-  steps, _, belief, _, ret, _, ent = jax.lax.while_loop(cond, body, init)
+  def compact(carry, width):
+    """The ``width`` non-zero entries in ascending message order (zeros last)."""
+    t, state, vals, ids, alive, ret, k, ent = carry
+    _, keep = jax.lax.top_k(vals, width)
+    kept_vals, kept_ids = vals[keep], ids[keep]
+    order = jnp.argsort(jnp.where(kept_vals > 0, kept_ids, num + kept_ids), stable=True)
+    return (t, state, kept_vals[order], kept_ids[order], alive, ret, k, ent)
+
+  ent = jnp.zeros(horizon + 1, prior.dtype).at[0].set(_entropy_bits(prior))
+  carry = (jnp.asarray(0, jnp.int32), first, prior, jnp.arange(num, dtype=jnp.int32),
+           jnp.asarray(1.0, prior.dtype), jnp.zeros((), prior.dtype), k_run, ent)
+  for phase, width in enumerate(phases):
+    if phase:
+      carry = compact(carry, width)
+    limit = phases[phase + 1] if phase + 1 < len(phases) else 0
+
+    def cond(c, limit=limit):
+      t, _, vals, _, alive, _, _, _ = c
+      return (t < horizon) & (alive > 0) & (jnp.sum((vals > 0).astype(jnp.int32)) > limit)
+
+    carry = jax.lax.while_loop(cond, body, carry)
+  steps, _, vals, ids, _, ret, _, ent = carry
   # After the episode ends the belief no longer changes.
   ent = jnp.where(jnp.arange(horizon + 1) > steps, ent[steps], ent)
-  decoded = jnp.argmax(belief)
+  decoded = ids[jnp.argmax(vals)]
   return Episode(decoded, decoded == message, ret, ent, steps)
 
 
 def play_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], messages,
                      prior, rate, method: str = "ebim", horizon: int = 64,
-                     discount: float = 0.95) -> Episode:
+                     discount: float = 0.95, widths=None) -> Episode:
   """Episodes of :func:`coding_game_episode` for every message of ``messages`` (``[E]``
   ints), each with its own key, in one vmapped batch; fields of the result gain a
   leading ``[E]`` axis. ``prior`` must be a distribution over ``M`` messages and
@@ -261,9 +384,11 @@ def play_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], me
       np.asarray(messages).min() < 0 or np.asarray(messages).max() >= prior.shape[0]):
     raise ValueError(f"messages must lie in 0..{prior.shape[0] - 1}")
   keys = jax.random.split(key, messages.shape[0])
+  _widths(prior.shape[0], widths)
   return jax.vmap(lambda k, m: coding_game_episode(k, env, policy_fn, m, prior, rate,
-                                                   method, horizon, discount))(keys, messages)
+                                                   method, horizon, discount, widths))(
+                                                       keys, messages)
 
 
 __all__ = ["COMPRESSION", "Episode", "coding_game_episode", "compressed_coupling",
-           "play_coding_game", "soft_q_iteration"]
+           "greedy_coupling_few", "play_coding_game", "soft_q_iteration"]
