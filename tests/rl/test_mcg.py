@@ -91,6 +91,7 @@ def test_soft_q_iteration_closed_form_and_slow_loop(world):
 
 def test_compressed_coupling_marginals_and_codes():
   rng = np.random.default_rng(3)
+  coupling = jax.jit(mcg.compressed_coupling, static_argnames="method")
   with jax.enable_x64(True):
     for _ in range(5):
       b = rng.dirichlet(np.ones(40))
@@ -98,8 +99,7 @@ def test_compressed_coupling_marginals_and_codes():
       hb = -np.sum(b * np.log2(b))
       for rate in (0.5, 2.0, hb - 0.3):
         for method in ("ebim", "uniform"):
-          joint = np.asarray(mcg.compressed_coupling(jnp.asarray(b), jnp.asarray(pi), rate,
-                                                     method))
+          joint = np.asarray(coupling(jnp.asarray(b), jnp.asarray(pi), rate, method))
           np.testing.assert_allclose(joint.sum(1), b, atol=1e-12)
           np.testing.assert_allclose(joint.sum(0), pi, atol=1e-12)
           # Messages of one code send the same action distribution: the rows p(a | m)
@@ -108,11 +108,10 @@ def test_compressed_coupling_marginals_and_codes():
           codes, inv = np.unique(cond, axis=0, return_inverse=True)
           mass = np.bincount(inv.reshape(-1), weights=b)
           assert -np.sum(mass * np.log2(mass)) <= rate + 1e-9
-        np.testing.assert_allclose(
-            mcg.compressed_coupling(jnp.asarray(b), jnp.asarray(pi), rate, "ebim"),
-            mec_b(b, pi, rate), atol=1e-15)
-      np.testing.assert_allclose(mcg.compressed_coupling(jnp.asarray(b), jnp.asarray(pi),
-                                                         0.0, "none"), greedy_mec(b, pi))
+        np.testing.assert_allclose(coupling(jnp.asarray(b), jnp.asarray(pi), rate, "ebim"),
+                                   mec_b(b, pi, rate), atol=1e-15)
+      np.testing.assert_allclose(coupling(jnp.asarray(b), jnp.asarray(pi), 0.0, "none"),
+                                 greedy_mec(b, pi))
 
 
 M = 64
@@ -186,22 +185,30 @@ def test_bad_input_names_the_argument(world):
 
 def test_greedy_coupling_few_is_greedy_mec_bit_for_bit():
   """The sorted kernel for a short second marginal against the reference greedy
-  coupling, on ties (uniform, small integer weights), zeros and random masses."""
+  coupling, on ties (uniform, small integer weights), zeros and random masses (one
+  padded shape per ``m``, so each compiles once)."""
   rng = np.random.default_rng(0)
-  few = jax.jit(mcg.greedy_coupling_few)
+  n = 29
+  few = jax.jit(jax.vmap(mcg.greedy_coupling_few))
   with jax.enable_x64(True):
-    for t in range(300):
-      n, m = int(rng.integers(1, 30)), int(rng.integers(1, 7))
-      if t % 3 == 0:
-        p = np.full(n, 1.0 / n)
-      elif t % 3 == 1:
-        p = rng.integers(0, 4, n).astype(np.float64)
-        p = p / p.sum() if p.sum() else np.full(n, 1.0 / n)
-      else:
-        p = rng.dirichlet(np.full(n, 0.5))
-      q = rng.integers(1, 3, m).astype(np.float64) if t % 2 else rng.dirichlet(np.ones(m))
-      q /= q.sum()
-      np.testing.assert_array_equal(few(jnp.asarray(p), jnp.asarray(q)), greedy_mec(p, q))
+    for m in (1, 2, 4, 6):
+      ps, qs = [], []
+      for t in range(60):
+        k = int(rng.integers(1, n + 1))
+        p = np.zeros(n)
+        if t % 3 == 0:
+          p[:k] = 1.0 / k
+        elif t % 3 == 1:
+          p[:k] = rng.integers(0, 4, k)
+          p[0] += p.sum() == 0
+          p /= p.sum()
+        else:
+          p[:k] = rng.dirichlet(np.full(k, 0.5))
+        ps.append(rng.permutation(p))
+        q = rng.integers(1, 3, m).astype(np.float64) if t % 2 else rng.dirichlet(np.ones(m))
+        qs.append(q / q.sum())
+      ps, qs = np.stack(ps), np.stack(qs)
+      np.testing.assert_array_equal(few(jnp.asarray(ps), jnp.asarray(qs)), greedy_mec(ps, qs))
 
 
 def test_compacted_beliefs_play_the_same_games(world):
