@@ -26,6 +26,7 @@ _MODULES = (
     "experiments.epr_validation",
     "experiments.active_matter",
     "experiments.qarl",
+    "experiments.coding_game",
 )
 
 

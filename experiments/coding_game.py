@@ -1,0 +1,208 @@
+"""Markov coding games under a rate limit: MEC-B's gridworld study (Figs. 4 and 5).
+
+Ebrahimi, Chen & Khisti ("Minimum Entropy Coupling with Bottleneck", NeurIPS 2024,
+Section 5) send a uniform message through the actions of a maximum-entropy policy on
+their 8 x 8 noisy gridworld (:class:`entropylab.rl.GridWorld`), coupling the receiver's
+belief with the policy at every step (MEME, Sokota et al., ICML 2022) after compressing
+the belief to at most ``R`` bits: EBIM (their Algorithm 1) against the uniform
+quantiser. For every temperature ``beta`` of the soft-Q policy and every compression
+ratio ``H(M)/R`` (the paper's axis; the authors' code calls ``R/H(M)``
+``compression_rate``), ``episodes`` messages drawn from the uniform prior are each sent
+in one episode of at most ``horizon`` steps; ratio 1 means no limit (plain greedy MEC).
+Every grid point is one vmapped, jitted batch (:func:`entropylab.rl.play_coding_game`),
+written to ``cells/`` when done; ``--resume`` skips finished points.
+
+Outputs: ``reward_accuracy.png`` (mean discounted reward against receiver accuracy per
+rate, Fig. 4), ``belief_entropy.png`` (mean belief entropy over the steps, Fig. 5),
+``table.md``, ``summary.json`` (accuracy and reward per beta, ratio and method).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from entropylab import rl
+from entropylab.runner.cells import run_cells
+from entropylab.runner.rundir import RunDir
+import experiments
+
+METHODS = ("ebim", "uniform")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  messages: int = 512
+  log_betas: tuple[float, ...] = (-6.0, -5.0, -4.0, -3.0)  # beta = e^x
+  ratios: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)  # H(M) / R
+  methods: tuple[str, ...] = METHODS
+  episodes: int = 200
+  horizon: int = 1000
+  discount: float = 0.95
+  slip: float = 0.1
+  soft_q_iterations: int = 300
+  entropy_steps: int = 60  # steps of the belief-entropy curves kept
+  seed: int = 0
+  progress: bool = True
+
+  def validate(self) -> None:
+    for name in ("messages", "episodes", "horizon", "soft_q_iterations", "entropy_steps"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if self.messages < 2:
+      raise ValueError(f"messages must be >= 2, got {self.messages}")
+    if not self.ratios or any(not (math.isfinite(r) and r >= 1) for r in self.ratios):
+      raise ValueError(f"ratios (H(M)/R) must be finite numbers >= 1, got {self.ratios}")
+    if not self.methods or any(m not in METHODS for m in self.methods):
+      raise ValueError(f"methods must be names from {METHODS}, got {self.methods}")
+    if not self.log_betas or any(not math.isfinite(b) for b in self.log_betas):
+      raise ValueError(f"log_betas must be finite, got {self.log_betas}")
+    if not (0.0 <= self.discount < 1.0):
+      raise ValueError(f"discount must be in [0, 1), got {self.discount}")
+
+
+PRESETS = {
+    "smoke": Config(messages=64, log_betas=(-6.0, -4.0), ratios=(1.0, 2.0, 4.0),
+                    episodes=64, horizon=300),
+    "paper": Config(),
+}
+
+
+def grid(cfg: Config) -> list[tuple[float, float, str]]:
+  """Grid points ``(log_beta, ratio, method)``; ratio 1 (no limit) has the one method
+  ``"none"``."""
+  out = []
+  for b in cfg.log_betas:
+    for r in cfg.ratios:
+      for m in (("none",) if r == 1 else cfg.methods):
+        out.append((b, r, m))
+  return out
+
+
+def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, object]:
+  cfg.validate()
+  world = rl.GridWorld(slip=cfg.slip)
+  p, r, term = world.tables()
+  prior = jnp.full(cfg.messages, 1.0 / cfg.messages)
+  h_m = math.log2(cfg.messages)
+  policies = {}
+
+  def policy(log_beta):
+    if log_beta not in policies:
+      _, pi = rl.soft_q_iteration(p, r, cfg.discount, math.exp(log_beta), term,
+                                  iterations=cfg.soft_q_iterations)
+      policies[log_beta] = pi
+    return policies[log_beta]
+
+  programs = {}
+
+  def play(method):
+    if method not in programs:
+      def fn(key, messages, rate, pi):
+        return rl.play_coding_game(key, world, lambda s: pi[s.cell], messages, prior,
+                                   rate, method, horizon=cfg.horizon,
+                                   discount=cfg.discount)
+      programs[method] = jax.jit(fn)
+    return programs[method]
+
+  points = grid(cfg)
+
+  def compute(point):
+    log_beta, ratio, method = point
+    index = points.index(point)
+    key = jax.random.fold_in(jax.random.key(cfg.seed), index)
+    k_msg, k_play = jax.random.split(key)
+    messages = jax.random.randint(k_msg, (cfg.episodes,), 0, cfg.messages)
+    rate = h_m / ratio
+    ep = play(method)(k_play, messages, jnp.asarray(rate, jnp.float32), policy(log_beta))
+    ent = np.asarray(ep.belief_entropy, np.float64)
+    if not (np.all(np.isfinite(ent)) and np.all(np.isfinite(np.asarray(ep.reward)))):
+      raise FloatingPointError(f"non-finite result at beta=e^{log_beta}, ratio {ratio}")
+    acc = np.asarray(ep.correct, np.float64)
+    return {
+        "log_beta": log_beta, "ratio": ratio, "method": method, "rate_bits": rate,
+        "episodes": cfg.episodes, "accuracy": float(acc.mean()),
+        "accuracy_stderr": float(acc.std(ddof=1) / math.sqrt(acc.size)) if acc.size > 1
+        else 0.0,
+        "reward": float(np.mean(np.asarray(ep.reward))),
+        "reward_stderr": float(np.std(np.asarray(ep.reward), ddof=1) / math.sqrt(acc.size))
+        if acc.size > 1 else 0.0,
+        "mean_steps": float(np.mean(np.asarray(ep.steps))),
+        "belief_entropy": ent.mean(axis=0)[:cfg.entropy_steps + 1].tolist(),
+    }
+
+  cells = [(f"b{b:+.2f}_r{r:g}_{m}".replace("+", "p").replace("-", "m").replace(".", "_"),
+            (b, r, m)) for b, r, m in points]
+  results = run_cells(run_dir, cells, compute, resume=resume, desc="coding_game",
+                      progress=cfg.progress,
+                      metrics=lambda x: {"accuracy": x["accuracy"], "reward": x["reward"]})
+  rows = [results[pt] for pt in points]
+  _plot(rows, cfg, run_dir)
+  lines = ["| beta | H(M)/R | R (bits) | method | accuracy | reward | mean steps |",
+           "|---|---:|---:|---|---:|---:|---:|"]
+  for x in rows:
+    lines.append(f"| e^{x['log_beta']:g} | {x['ratio']:g} | {x['rate_bits']:.2f} | "
+                 f"{x['method']} | {x['accuracy']:.3f} ± {x['accuracy_stderr']:.3f} | "
+                 f"{x['reward']:.4f} | {x['mean_steps']:.1f} |")
+  (run_dir.path / "table.md").write_text("\n".join(lines) + "\n")
+  table = {}
+  for x in rows:
+    table.setdefault(f"e^{x['log_beta']:g}", {}).setdefault(f"{x['ratio']:g}", {})[
+        x["method"]] = {"accuracy": x["accuracy"], "reward": x["reward"]}
+  return {"messages": cfg.messages, "episodes_per_point": cfg.episodes,
+          "ratio_convention": "H(M)/R (the authors' code names R/H(M) compression_rate)",
+          "results": table}
+
+
+def _plot(rows, cfg: Config, run_dir: RunDir) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6.4, 4.6))
+  colors = plt.cm.viridis(np.linspace(0, 0.9, len(cfg.ratios)))
+  markers = {"none": "o", "ebim": "s", "uniform": "^"}
+  for color, ratio in zip(colors, cfg.ratios):
+    for method in ("none",) + tuple(cfg.methods):
+      pts = sorted((x["accuracy"], x["reward"]) for x in rows
+                   if x["ratio"] == ratio and x["method"] == method)
+      if pts:
+        ax.plot(*zip(*pts), marker=markers[method], color=color,
+                ls="-" if method != "uniform" else ":",
+                label=f"H(M)/R={ratio:g} {method}")
+  ax.set_xlabel("receiver accuracy")
+  ax.set_ylabel("mean discounted reward")
+  ax.set_title(f"{cfg.messages} messages; points along a line: beta = e^{cfg.log_betas}",
+               fontsize=9)
+  ax.legend(fontsize=6, ncol=2)
+  fig.tight_layout()
+  fig.savefig(run_dir.figure_path("reward_accuracy"), dpi=110)
+  plt.close(fig)
+
+  fig, axes = plt.subplots(1, len(cfg.log_betas), figsize=(4 * len(cfg.log_betas), 3.4),
+                           squeeze=False)
+  for ax, log_beta in zip(axes[0], cfg.log_betas):
+    for x in rows:
+      if x["log_beta"] == log_beta and x["method"] != "uniform":
+        ax.plot(x["belief_entropy"], label=f"H(M)/R={x['ratio']:g} {x['method']}")
+    ax.set_title(f"beta = e^{log_beta:g}", fontsize=9)
+    ax.set_xlabel("step")
+    ax.set_ylabel("belief entropy [bits]")
+  axes[0][0].legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(run_dir.figure_path("belief_entropy"), dpi=110)
+  plt.close(fig)
+
+
+experiments.register(
+    "coding_game",
+    "Markov coding game on MEC-B's gridworld: reward vs accuracy under rate limits",
+    PRESETS,
+    run,
+)
