@@ -170,8 +170,9 @@ def _plot(rows, cfg: Config, run_dir: RunDir) -> None:
   markers = {"none": "o", "ebim": "s", "uniform": "^"}
   for color, ratio in zip(colors, cfg.ratios):
     for method in ("none",) + tuple(cfg.methods):
-      pts = sorted((x["accuracy"], x["reward"]) for x in rows
-                   if x["ratio"] == ratio and x["method"] == method)
+      pts = [(x["accuracy"], x["reward"]) for x in
+             sorted(rows, key=lambda x: x["log_beta"])
+             if x["ratio"] == ratio and x["method"] == method]
       if pts:
         ax.plot(*zip(*pts), marker=markers[method], color=color,
                 ls="-" if method != "uniform" else ":",
