@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(PY) -m experiments all --preset smoke
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile -q
+	$(PY) -m pytest -n 2 --dist loadfile -q --durations=20
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -236,6 +236,15 @@ def compressed_coupling(belief: Array, policy: Array, rate, method: str = "ebim"
     ``[M, A]`` joint with row sums ``belief`` and column sums ``policy``.
   """
   _check_method(method)
+  belief, policy = jnp.asarray(belief), jnp.asarray(policy)
+  if belief.ndim != 1 or belief.shape[0] < 1:
+    raise ValueError(f"belief must be a vector [M], got shape {belief.shape}")
+  if policy.ndim != 1 or policy.shape[0] < 1:
+    raise ValueError(f"policy must be a vector [A], got shape {policy.shape}")
+  if method != "none" and _checks.is_concrete(rate):
+    rn = np.asarray(rate, np.float64)
+    if np.any(np.isnan(rn)) or np.any(rn < 0):
+      raise ValueError(f"rate must be >= 0 bits (inf allowed), got {rate}")
   n = belief.shape[0]
   return _joint(belief, jnp.arange(n, dtype=jnp.int32), policy, rate, method, n)
 
@@ -364,6 +373,10 @@ def play_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], me
   leading ``[E]`` axis. ``prior`` must be a distribution over ``M`` messages and
   ``messages`` lie in ``0..M-1``; ``rate`` must be ``>= 0`` bits."""
   _check_method(method)
+  actions = getattr(env, "num_actions", None)
+  if isinstance(actions, bool) or not isinstance(actions, int) or actions < 1:
+    raise ValueError("env must have discrete actions: an int attribute num_actions >= 1 "
+                     f"(a continuous env needs its actions discretised), got {actions!r}")
   prior = jnp.asarray(prior)
   if prior.ndim != 1 or prior.shape[0] < 1:
     raise ValueError(f"prior must be a vector [M] of message probabilities, got shape "

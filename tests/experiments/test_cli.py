@@ -77,6 +77,9 @@ def test_all_writes_report_with_figures(tmp_path, monkeypatch):
   exp = registry["entropy_estimators"]
   monkeypatch.setitem(registry, "entropy_estimators",
                       dataclasses.replace(exp, presets={"smoke": TINY, "paper": TINY}))
+  # QARL's smoke run compiles four two-player training loops (minutes);
+  # tests/experiments/test_qarl.py runs its pipeline on a tiny config instead.
+  monkeypatch.delitem(registry, "qarl")
   assert cli.main(["all", "--preset", "smoke", "--root", str(tmp_path)]) == 0
   report = (tmp_path / "report.md").read_text()
   assert "## entropy_estimators" in report and "zipf.best_estimator" in report

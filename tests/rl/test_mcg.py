@@ -173,6 +173,13 @@ def test_bad_input_names_the_argument(world):
   with pytest.raises(ValueError, match="method"):
     mcg.play_coding_game(jax.random.key(0), world, pol, jnp.arange(3), jnp.full(4, 0.25), 1.0,
                          method="huffman")
+  with pytest.raises(ValueError, match="num_actions"):
+    mcg.play_coding_game(jax.random.key(0), object(), pol, jnp.arange(3), jnp.full(4, 0.25),
+                         1.0)
+  with pytest.raises(ValueError, match="belief"):
+    mcg.compressed_coupling(jnp.ones((2, 2)) / 4, jnp.full(4, 0.25), 1.0)
+  with pytest.raises(ValueError, match="rate"):
+    mcg.compressed_coupling(jnp.full(4, 0.25), jnp.full(4, 0.25), -0.5)
   with pytest.raises(ValueError, match="beta"):
     mcg.soft_q_iteration(p, r, 0.95, 0.0, term)
   with pytest.raises(ValueError, match="discount"):
