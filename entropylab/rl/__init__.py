@@ -32,7 +32,10 @@ from entropylab.rl.mcg import (
     Episode,
     coding_game_episode,
     compressed_coupling,
+    greedy_coupling_few,
+    imec_coding_game_episode,
     play_coding_game,
+    play_imec_coding_game,
     soft_q_iteration,
 )
 from entropylab.rl.qarl import MODES, QARLConfig, make_train
@@ -56,7 +59,10 @@ __all__ = [
     "GridWorld",
     "coding_game_episode",
     "compressed_coupling",
+    "greedy_coupling_few",
+    "imec_coding_game_episode",
     "play_coding_game",
+    "play_imec_coding_game",
     "soft_q_iteration",
     "ENV_NAMES",
     "GammaTeacherConfig",

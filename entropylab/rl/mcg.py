@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from entropylab.coupling import imec as _imec
 from entropylab.coupling.ebim import _ebim_clusters, _quantizer_bin_size
 from entropylab.info import _checks
 
@@ -373,10 +374,7 @@ def play_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], me
   leading ``[E]`` axis. ``prior`` must be a distribution over ``M`` messages and
   ``messages`` lie in ``0..M-1``; ``rate`` must be ``>= 0`` bits."""
   _check_method(method)
-  actions = getattr(env, "num_actions", None)
-  if isinstance(actions, bool) or not isinstance(actions, int) or actions < 1:
-    raise ValueError("env must have discrete actions: an int attribute num_actions >= 1 "
-                     f"(a continuous env needs its actions discretised), got {actions!r}")
+  _check_env(env)
   prior = jnp.asarray(prior)
   if prior.ndim != 1 or prior.shape[0] < 1:
     raise ValueError(f"prior must be a vector [M] of message probabilities, got shape "
@@ -403,5 +401,78 @@ def play_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], me
                                                        keys, messages)
 
 
+def _check_env(env: Any) -> None:
+  actions = getattr(env, "num_actions", None)
+  if isinstance(actions, bool) or not isinstance(actions, int) or actions < 1:
+    raise ValueError("env must have discrete actions: an int attribute num_actions >= 1 "
+                     f"(a continuous env needs its actions discretised), got {actions!r}")
+
+
+def imec_coding_game_episode(key: Array, env: Any, policy_fn: Callable[[Any], Array],
+                             message, num_blocks: int, block_bits: int,
+                             horizon: int = 64, discount: float = 0.95) -> Episode:
+  r"""One coding-game episode whose message space is too large to enumerate.
+
+  The uniform message of ``num_blocks * block_bits`` bits (e.g. 4 x 4 = 2^16 messages)
+  is factored into blocks, and each step couples the policy with the belief of the
+  block of highest entropy: iterative MEC (Schroeder de Witt et al., ICLR 2023;
+  :func:`entropylab.coupling.imec_encode_step`), the sender sampling from its block
+  value's row and both sides updating that block. ``belief_entropy`` is the sum of the
+  block entropies (the factorised belief's entropy, bits); ``decoded`` joins the
+  blocks' MAP values (:func:`entropylab.coupling.blocks_to_message`). Other arguments
+  and the result as :func:`coding_game_episode`.
+  """
+  _checks.check_positive_int(horizon, "horizon")
+  state0 = _imec.imec_init(num_blocks, block_bits)
+  blocks = _imec.message_to_blocks(message, block_bits, num_blocks)
+  k_reset, k_run = jax.random.split(key)
+  first = env.reset(k_reset)
+  total = lambda st: jnp.sum(_imec.imec_block_entropies(st))
+
+  def cond(carry):
+    t, _, _, alive, _, _, _ = carry
+    return (t < horizon) & (alive > 0)
+
+  def body(carry):
+    t, env_state, beliefs, alive, ret, k, ent = carry
+    k, k_a = jax.random.split(k)
+    action, beliefs = _imec.imec_encode_step(k_a, beliefs, blocks, policy_fn(env_state))
+    env_state = env.step(env_state, action)
+    ret = ret + discount ** t.astype(ret.dtype) * env_state.reward
+    ent = ent.at[t + 1].set(total(beliefs))
+    return (t + 1, env_state, beliefs, 1.0 - env_state.done, ret, k, ent)
+
+  ent = jnp.zeros(horizon + 1).at[0].set(total(state0))
+  init = (jnp.asarray(0, jnp.int32), first, state0, jnp.asarray(1.0), jnp.zeros(()), k_run,
+          ent)
+  steps, _, beliefs, _, ret, _, ent = jax.lax.while_loop(cond, body, init)
+  ent = jnp.where(jnp.arange(horizon + 1) > steps, ent[steps], ent)
+  decoded = _imec.imec_decode_message(beliefs)
+  guess = _imec.blocks_to_message(decoded, block_bits)
+  return Episode(guess, guess == message, ret, ent, steps)
+
+
+def play_imec_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], messages,
+                          num_blocks: int, block_bits: int, horizon: int = 64,
+                          discount: float = 0.95) -> Episode:
+  """:func:`imec_coding_game_episode` for every message of ``messages`` (``[E]`` ints
+  below ``2 ** (num_blocks * block_bits)``, at most 2^31), one key each, vmapped."""
+  _check_env(env)
+  bits = num_blocks * block_bits
+  if bits > 31:
+    raise ValueError(f"num_blocks * block_bits must be <= 31 bits (int32 messages), got {bits}")
+  messages = jnp.asarray(messages)
+  if messages.ndim != 1 or not jnp.issubdtype(messages.dtype, jnp.integer):
+    raise ValueError(f"messages must be a vector [E] of ints, got {messages.dtype} "
+                     f"{messages.shape}")
+  if _checks.is_concrete(messages) and messages.size and (
+      np.asarray(messages).min() < 0 or np.asarray(messages).max() >= 2 ** bits):
+    raise ValueError(f"messages must lie in 0..2^{bits} - 1")
+  keys = jax.random.split(key, messages.shape[0])
+  return jax.vmap(lambda k, m: imec_coding_game_episode(
+      k, env, policy_fn, m, num_blocks, block_bits, horizon, discount))(keys, messages)
+
+
 __all__ = ["COMPRESSION", "Episode", "coding_game_episode", "compressed_coupling",
-           "greedy_coupling_few", "play_coding_game", "soft_q_iteration"]
+           "greedy_coupling_few", "imec_coding_game_episode", "play_coding_game",
+           "play_imec_coding_game", "soft_q_iteration"]

@@ -251,7 +251,7 @@ def test_matches_slow_reference_with_ties_and_zeros(x64):
   of merges decides the columns; larger alphabets than above."""
   rng = np.random.default_rng(5)
   for trial in range(150):
-    n = int(rng.integers(2, 40))
+    n = int(rng.choice([2, 3, 8, 17, 39]))  # few shapes: each compiles once
     kind = trial % 3
     if kind == 0:
       p = np.full(n, 1.0 / n)

@@ -231,3 +231,26 @@ def test_compacted_beliefs_play_the_same_games(world):
     np.testing.assert_array_equal(eps[0].decoded, eps[1].decoded)
     np.testing.assert_array_equal(eps[0].steps, eps[1].steps)
     np.testing.assert_allclose(eps[0].belief_entropy, eps[1].belief_entropy, atol=1e-4)
+
+
+def test_imec_game_sends_two_to_the_sixteen_messages(world):
+  """2^16 messages as 4 blocks of 4 bits (iterative MEC): a soft policy with episodes of
+  about 50 steps carries all 16 bits; a near-greedy one (about 22 steps of little action
+  entropy) cannot, and its final belief keeps most of its entropy."""
+  p, r, term = world.tables()
+  messages = jax.random.randint(jax.random.key(0), (32,), 0, 2 ** 16)
+  out = {}
+  for log_beta in (-4, -6):
+    _, pi = mcg.soft_q_iteration(p, r, 0.95, math.exp(log_beta), term, iterations=200)
+    out[log_beta] = mcg.play_imec_coding_game(jax.random.key(1), world,
+                                              lambda s, pi=pi: pi[s.cell], messages, 4, 4,
+                                              horizon=300)
+  assert float(out[-4].correct.mean()) == 1.0
+  np.testing.assert_array_equal(out[-4].decoded, messages)
+  np.testing.assert_allclose(out[-4].belief_entropy[:, 0], 16.0, rtol=1e-6)
+  assert float(out[-4].belief_entropy[:, -1].max()) < 1e-3
+  assert float(out[-6].correct.mean()) < 0.2
+  assert float(out[-6].belief_entropy[:, -1].mean()) > 8.0
+  assert float(out[-6].reward.mean()) > float(out[-4].reward.mean())
+  with pytest.raises(ValueError, match="31 bits"):
+    mcg.play_imec_coding_game(jax.random.key(0), world, lambda s: pi[s.cell], messages, 4, 8)
