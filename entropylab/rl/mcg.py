@@ -111,6 +111,25 @@ def soft_q_iteration(transitions, rewards, discount: float, beta, terminal=None,
 # --------------------------------------------------------------------------- coupling
 
 
+def _check_rate(rate) -> None:
+  if _checks.is_concrete(rate):
+    rn = np.asarray(rate, np.float64)
+    if np.any(np.isnan(rn)) or np.any(rn < 0):
+      raise ValueError(f"rate must be >= 0 bits (inf allowed), got {rate}")
+
+
+def _check_messages(messages, count: int, what: str) -> Array:
+  """``messages`` as an int vector ``[E]`` with values in ``0..count-1``."""
+  messages = jnp.asarray(messages)
+  if messages.ndim != 1 or not jnp.issubdtype(messages.dtype, jnp.integer):
+    raise ValueError(f"messages must be a vector [E] of ints, got {messages.dtype} "
+                     f"{messages.shape}")
+  if _checks.is_concrete(messages) and messages.size and (
+      np.asarray(messages).min() < 0 or np.asarray(messages).max() >= count):
+    raise ValueError(f"messages must lie in 0..{what}")
+  return messages
+
+
 def _check_method(method: str) -> None:
   if method not in COMPRESSION:
     raise ValueError(f"method must be one of {COMPRESSION}, got {method!r}")
@@ -242,10 +261,8 @@ def compressed_coupling(belief: Array, policy: Array, rate, method: str = "ebim"
     raise ValueError(f"belief must be a vector [M], got shape {belief.shape}")
   if policy.ndim != 1 or policy.shape[0] < 1:
     raise ValueError(f"policy must be a vector [A], got shape {policy.shape}")
-  if method != "none" and _checks.is_concrete(rate):
-    rn = np.asarray(rate, np.float64)
-    if np.any(np.isnan(rn)) or np.any(rn < 0):
-      raise ValueError(f"rate must be >= 0 bits (inf allowed), got {rate}")
+  if method != "none":
+    _check_rate(rate)
   n = belief.shape[0]
   return _joint(belief, jnp.arange(n, dtype=jnp.int32), policy, rate, method, n)
 
@@ -383,17 +400,8 @@ def play_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], me
     pn = np.asarray(prior, np.float64)
     if not np.all(np.isfinite(pn)) or np.any(pn < 0) or abs(pn.sum() - 1) > 1e-6:
       raise ValueError("prior must be finite, non-negative and sum to 1")
-  if _checks.is_concrete(rate):
-    rn = np.asarray(rate, np.float64)
-    if np.any(np.isnan(rn)) or np.any(rn < 0):
-      raise ValueError(f"rate must be >= 0 bits (inf allowed), got {rate}")
-  messages = jnp.asarray(messages)
-  if messages.ndim != 1 or not jnp.issubdtype(messages.dtype, jnp.integer):
-    raise ValueError(f"messages must be a vector [E] of ints, got {messages.dtype} "
-                     f"{messages.shape}")
-  if _checks.is_concrete(messages) and messages.size and (
-      np.asarray(messages).min() < 0 or np.asarray(messages).max() >= prior.shape[0]):
-    raise ValueError(f"messages must lie in 0..{prior.shape[0] - 1}")
+  _check_rate(rate)
+  messages = _check_messages(messages, prior.shape[0], f"{prior.shape[0] - 1}")
   keys = jax.random.split(key, messages.shape[0])
   _widths(prior.shape[0], widths)
   return jax.vmap(lambda k, m: coding_game_episode(k, env, policy_fn, m, prior, rate,
@@ -461,13 +469,7 @@ def play_imec_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array
   bits = num_blocks * block_bits
   if bits > 31:
     raise ValueError(f"num_blocks * block_bits must be <= 31 bits (int32 messages), got {bits}")
-  messages = jnp.asarray(messages)
-  if messages.ndim != 1 or not jnp.issubdtype(messages.dtype, jnp.integer):
-    raise ValueError(f"messages must be a vector [E] of ints, got {messages.dtype} "
-                     f"{messages.shape}")
-  if _checks.is_concrete(messages) and messages.size and (
-      np.asarray(messages).min() < 0 or np.asarray(messages).max() >= 2 ** bits):
-    raise ValueError(f"messages must lie in 0..2^{bits} - 1")
+  messages = _check_messages(messages, 2 ** bits, f"2^{bits} - 1")
   keys = jax.random.split(key, messages.shape[0])
   return jax.vmap(lambda k, m: imec_coding_game_episode(
       k, env, policy_fn, m, num_blocks, block_bits, horizon, discount))(keys, messages)
