@@ -117,12 +117,12 @@ def _ebim_clusters(p: Array, rate: Array) -> Array:
   by_small = jnp.lexsort((idx, jnp.where(active, p, jnp.inf)))
   small_pos = jnp.zeros(n, jnp.int32).at[by_small].set(idx)
   mass = p[by_large]
-  phi = info.discrete._neg_xlogx(mass) / jnp.log(jnp.asarray(2.0, p.dtype))
+  to_bits = lambda x: _checks.to_base(info.discrete._neg_xlogx(x), 2)  # -x log2 x
+  phi = to_bits(mass)
   prefix = jnp.cumsum(mass)
   # rest[k] = sum over ranks > k (1-based) of phi: a suffix sum, no cancellation.
   rest = jnp.concatenate([jnp.cumsum(phi[::-1])[::-1][1:], jnp.zeros(1, p.dtype)])
-  phi_prefix = info.discrete._neg_xlogx(prefix) / jnp.log(jnp.asarray(2.0, p.dtype))
-  h_state = phi_prefix + rest  # [n]: entropy of state k = 1..n at index k - 1
+  h_state = to_bits(prefix) + rest  # [n]: entropy of state k = 1..n at index k - 1
   # Two smallest singles of state k: among ranks >= k + 1 (k >= 2), or all (k = 1).
   s1, s2 = _two_smallest_suffix(small_pos[by_large])
   k = jnp.arange(1, n + 1, dtype=jnp.int32)
@@ -130,7 +130,6 @@ def _ebim_clusters(p: Array, rate: Array) -> Array:
   a = by_small[jnp.minimum(s1[start], n - 1)]
   b = by_small[jnp.minimum(s2[start], n - 1)]
   pa, pb = p[a], p[b]
-  to_bits = lambda x: info.discrete._neg_xlogx(x) / jnp.log(jnp.asarray(2.0, p.dtype))
   h_small = h_state - to_bits(pa) - to_bits(pb) + to_bits(pa + pb)
   # With B_k and one single left (k = count - 1 >= 2) the merge leaves one cluster.
   h_small = jnp.where((k >= 2) & (k == count - 1), 0.0, h_small)

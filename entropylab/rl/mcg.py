@@ -28,8 +28,7 @@ bits; rewards in the environment's units.
 
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +36,7 @@ import numpy as np
 
 from entropylab.coupling import imec as _imec
 from entropylab.coupling.ebim import _ebim_clusters, _quantizer_bin_size
+from entropylab import info
 from entropylab.info import _checks
 
 Array = jax.Array
@@ -80,6 +80,8 @@ def soft_q_iteration(transitions, rewards, discount: float, beta, terminal=None,
     raise ValueError(f"transitions must have shape [S, A, S], got {p.shape}")
   if r.shape != p.shape[:2]:
     raise ValueError(f"rewards must have shape {p.shape[:2]} (states, actions), got {r.shape}")
+  if _checks.is_concrete(r) and not np.all(np.isfinite(np.asarray(r))):
+    raise ValueError("rewards must be finite")
   if _checks.is_concrete(p):
     pn = np.asarray(p, np.float64)
     if not np.all(np.isfinite(pn)) or np.any(pn < 0) or \
@@ -155,6 +157,10 @@ def greedy_coupling_few(p: Array, q: Array) -> Array:
   ``(p, q)`` cell receives mass at most once, so the joint is bit-identical to the
   reference's.
   """
+  p, q = jnp.asarray(p), jnp.asarray(q)
+  if p.ndim != 1 or q.ndim != 1 or p.shape[0] < 1 or q.shape[0] < 1:
+    raise ValueError(f"p and q must be non-empty vectors, got shapes {p.shape} and {q.shape}")
+  q = q.astype(p.dtype)
   n, m = p.shape[0], q.shape[0]
   idx = jnp.arange(n, dtype=jnp.int32)
   order = jnp.lexsort((idx, -p)).astype(jnp.int32)
@@ -267,11 +273,6 @@ def compressed_coupling(belief: Array, policy: Array, rate, method: str = "ebim"
   return _joint(belief, jnp.arange(n, dtype=jnp.int32), policy, rate, method, n)
 
 
-def _entropy_bits(p: Array) -> Array:
-  pos = p > 0
-  return -jnp.sum(jnp.where(pos, p * jnp.log2(jnp.where(pos, p, 1.0)), 0.0), axis=-1)
-
-
 # --------------------------------------------------------------------------- episodes
 
 
@@ -352,7 +353,7 @@ def coding_game_episode(key: Array, env: Any, policy_fn: Callable[[Any], Array],
     vals = col / jnp.sum(col)
     state = env.step(state, action)
     ret = ret + discount ** t.astype(ret.dtype) * state.reward
-    ent = ent.at[t + 1].set(_entropy_bits(vals))
+    ent = ent.at[t + 1].set(info.entropy(vals, base=2))
     return (t + 1, state, vals, ids, 1.0 - state.done, ret, k, ent)
 
   def compact(carry, width):
@@ -363,7 +364,7 @@ def coding_game_episode(key: Array, env: Any, policy_fn: Callable[[Any], Array],
     order = jnp.argsort(jnp.where(kept_vals > 0, kept_ids, num + kept_ids), stable=True)
     return (t, state, kept_vals[order], kept_ids[order], alive, ret, k, ent)
 
-  ent = jnp.zeros(horizon + 1, prior.dtype).at[0].set(_entropy_bits(prior))
+  ent = jnp.zeros(horizon + 1, prior.dtype).at[0].set(info.entropy(prior, base=2))
   carry = (jnp.asarray(0, jnp.int32), first, prior, jnp.arange(num, dtype=jnp.int32),
            jnp.asarray(1.0, prior.dtype), jnp.zeros((), prior.dtype), k_run, ent)
   for phase, width in enumerate(phases):
