@@ -1,7 +1,9 @@
 """Episodes per second of the rate-limited Markov coding game (MEC-B's gridworld study).
 
 Ours: :func:`entropylab.rl.play_coding_game`, every episode of one rate in one jitted,
-vmapped call (512 uniform messages, each sent once), for 8 compression ratios
+vmapped call (512 uniform messages, each sent once; with several devices, e.g.
+``XLA_FLAGS=--xla_force_host_platform_device_count=4`` as ``make bench`` sets, the
+episodes are split over a mesh of all of them), for 8 compression ratios
 H(M)/R in {1, 1.5, 2, 3, 4, 5, 6, 8} (1: no limit, plain greedy MEC; else EBIM), on the
 8 x 8 noisy gridworld with the soft-Q policy at beta = e^-4 and episodes of at most
 1000 steps.
@@ -146,16 +148,18 @@ def main(argv=None) -> int:
   prior = jnp.full(messages, 1.0 / messages)
   h_m = math.log2(messages)
   policy_fn = lambda s: pi[s.cell]
+  devices = jax.devices()
+  mesh = jax.sharding.Mesh(np.array(devices), ("episodes",)) if len(devices) > 1 else None
 
   @jax.jit
   def run_none(key):
     return rl.play_coding_game(key, world, policy_fn, jnp.arange(messages), prior, 0.0,
-                               "none", horizon=HORIZON)
+                               "none", horizon=HORIZON, mesh=mesh)
 
   @jax.jit
   def run_ebim(key, rate):
     return rl.play_coding_game(key, world, policy_fn, jnp.arange(messages), prior, rate,
-                               "ebim", horizon=HORIZON)
+                               "ebim", horizon=HORIZON, mesh=mesh)
 
   # Agreement of the two couplings on beliefs of the benchmark's kind.
   failures = []
@@ -209,8 +213,9 @@ def main(argv=None) -> int:
   now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
   lines = [
       f"# bench_mcg on {device.device_kind}{' (quick)' if args.quick else ''}", "",
-      f"- device: `{device.device_kind}` (platform `{device.platform}`); host: "
-      f"{_host_cpu()}, {os.cpu_count()} logical CPUs",
+      f"- device: `{device.device_kind}` (platform `{device.platform}`, {len(devices)} "
+      f"device(s){', episodes split over all by shard_map' if mesh is not None else ''}); "
+      f"host: {_host_cpu()}, {os.cpu_count()} logical CPUs",
       f"- versions: jax {jax.__version__}, numpy {np.__version__}, Python "
       f"{_platform.python_version()}",
       f"- date: {now}", f"- command: `{command_line()}`",

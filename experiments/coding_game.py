@@ -9,8 +9,9 @@ quantiser. For every temperature ``beta`` of the soft-Q policy and every compres
 ratio ``H(M)/R`` (the paper's axis; the authors' code calls ``R/H(M)``
 ``compression_rate``), ``episodes`` messages drawn from the uniform prior are each sent
 in one episode of at most ``horizon`` steps; ratio 1 means no limit (plain greedy MEC).
-Every grid point is one vmapped, jitted batch (:func:`entropylab.rl.play_coding_game`),
-written to ``cells/`` when done; ``--resume`` skips finished points.
+Every grid point is one vmapped, jitted batch (:func:`entropylab.rl.play_coding_game`,
+its episodes split over all devices when there are several), written to ``cells/``
+when done; ``--resume`` skips finished points.
 
 Outputs: ``reward_accuracy.png`` (mean discounted reward against receiver accuracy per
 rate, Fig. 4), ``belief_entropy.png`` (mean belief entropy over the steps, Fig. 5),
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from entropylab import rl
+from entropylab.runner import devices
 from entropylab.runner.cells import run_cells
 from entropylab.runner.rundir import RunDir
 import experiments
@@ -101,13 +103,14 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     return policies[log_beta]
 
   programs = {}
+  mesh = devices.make_mesh("episodes") if jax.device_count() > 1 else None
 
   def play(method):
     if method not in programs:
       def fn(key, messages, rate, pi):
         return rl.play_coding_game(key, world, lambda s: pi[s.cell], messages, prior,
                                    rate, method, horizon=cfg.horizon,
-                                   discount=cfg.discount)
+                                   discount=cfg.discount, mesh=mesh)
       programs[method] = jax.jit(fn)
     return programs[method]
 

@@ -104,6 +104,12 @@ def check_positive_int(value: Any, name: str) -> int:
   return int(value)
 
 
+def check_mesh(mesh: Any) -> None:
+  """``mesh`` must be ``None`` or a ``jax.sharding.Mesh``."""
+  if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
+    raise TypeError(f"mesh must be a jax.sharding.Mesh or None, got {type(mesh).__name__}")
+
+
 def check_base(base) -> None:
   if base is None:
     return

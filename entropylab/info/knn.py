@@ -142,11 +142,6 @@ def _check_block_size(block_size, n: int) -> Optional[int]:
   return int(min(block_size, n))
 
 
-def _check_mesh(mesh) -> None:
-  if mesh is not None and not isinstance(mesh, Mesh):
-    raise TypeError(f"mesh must be a jax.sharding.Mesh or None, got {type(mesh).__name__}")
-
-
 def _prepare_paired(samples: dict, k, base, block_size, mesh):
   """Checks paired samples (same ``N``) and the shared options; casts to one dtype.
 
@@ -157,7 +152,7 @@ def _prepare_paired(samples: dict, k, base, block_size, mesh):
   n = arrays[0].shape[0]
   k = _check_k(k, n)
   _checks.check_base(base)
-  _check_mesh(mesh)
+  _checks.check_mesh(mesh)
   block = _check_block_size(block_size, n)
   dtype = jnp.result_type(*(a.dtype for a in arrays))
   return [a.astype(dtype) for a in arrays], k, block
@@ -758,7 +753,7 @@ def entropy_knn(x, k: int = 3, norm: str = "euclidean", base: Optional[float] = 
   k = _check_k(k, n)
   norm = _check_norm(norm)
   _checks.check_base(base)
-  _check_mesh(mesh)
+  _checks.check_mesh(mesh)
   block = _check_block_size(block_size, n)
   _check_no_degenerate_neighbours(x, k, "x")
   return _checks.to_base(_entropy_knn(x, k, norm, block, mesh), base)
@@ -910,7 +905,7 @@ def transfer_entropy_ksg(source, target, k: int = 3, history: int = 1, lag: int 
                      f"and lag={lag}")
   k = _check_k(k, count, "k")
   _checks.check_base(base)
-  _check_mesh(mesh)
+  _checks.check_mesh(mesh)
   block = _check_block_size(block_size, count)
   dtype = jnp.result_type(s.dtype, t.dtype)
   s, t = s.astype(dtype), t.astype(dtype)
@@ -951,7 +946,7 @@ def kl_divergence_knn(x, y, k: int = 1, base: Optional[float] = None,
   if m < k:
     raise ValueError(f"k = {k} needs at least {k} samples in y, got {m}")
   _checks.check_base(base)
-  _check_mesh(mesh)
+  _checks.check_mesh(mesh)
   block = _check_block_size(block_size, max(n, m))
   _check_no_degenerate_neighbours(x, k, "x")
   if _checks.is_concrete(x) and _checks.is_concrete(y) and _max_multiplicity(x, y) >= k:

@@ -21,18 +21,22 @@ the code, not the message, is coupled with the policy:
 :math:`p_t(m, a) = p(m, t)\, p(t, a) / p(t)` (:func:`entropylab.coupling.mec_b`).
 Messages that share a code send the same action distribution at that step.
 
-All functions are pure ``jnp``; an episode is one ``lax.scan`` and
-:func:`play_coding_game` vmaps it over messages and keys. Rates and entropies are in
-bits; rewards in the environment's units.
+All functions are pure ``jnp``; an episode is one ``lax.while_loop`` and
+:func:`play_coding_game` vmaps it over messages and keys (and, given a
+``jax.sharding.Mesh``, splits the episodes over its devices with ``shard_map``, each
+device running its own loop). Rates and entropies are in bits; rewards in the
+environment's units.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_batching import custom_vmap
+from jax.sharding import Mesh, PartitionSpec
 
 from entropylab.coupling import imec as _imec
 from entropylab.coupling.ebim import _ebim_clusters, _quantizer_bin_size
@@ -138,10 +142,97 @@ def _check_method(method: str) -> None:
 
 
 def _lex_first(values: Array, index: Array) -> Array:
-  """Position of the largest of ``values``, ties to the lowest ``index``."""
-  top = jnp.max(values)
-  return jnp.argmin(jnp.where(values == top, index, jnp.iinfo(jnp.int32).max)).astype(
-      jnp.int32)
+  """Position along the last axis of the largest of ``values [..., k]``, ties to the
+  lowest ``index``."""
+  top = jnp.max(values, axis=-1, keepdims=True)
+  return jnp.argmin(jnp.where(values == top, index, jnp.iinfo(jnp.int32).max),
+                    axis=-1).astype(jnp.int32)
+
+
+def _pick(x: Array, pos: Array) -> Array:
+  """``x[b, pos[b]]`` for ``x: [B, k]``, ``pos: [B]``."""
+  return jnp.take_along_axis(x, pos[:, None], axis=1)[:, 0]
+
+
+def _few_rows(p: Array, q: Array) -> Array:
+  """:func:`greedy_coupling_few` of every row of ``p: [B, n]`` and ``q: [B, m]``.
+
+  One loop for the whole batch whose step counter is shared, so every write of a step
+  goes to one static-shaped slice (no scatter per step) and the loop runs until the
+  longest row is done; a row that is done keeps its state.
+  """
+  batch, n = p.shape
+  m = q.shape[1]
+  idx = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), p.shape)
+  # Descending, ties to the lower index (a stable sort of -p).
+  order = jnp.argsort(-p, axis=1, stable=True).astype(jnp.int32)
+  ps = jnp.take_along_axis(p, order, axis=1)
+  empty = jnp.asarray(-1.0, p.dtype)
+  slots = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (batch, m))
+  # Every step uses up a symbol of p or of q, and zero masses are never paired with
+  # positive ones, so (non-zero symbols of p) + m - 1 steps place all the mass (fewer
+  # for the sparse beliefs of a coding game's later steps).
+  steps = jnp.sum((p > 0).astype(jnp.int32), axis=1) + m - 1
+  total = jnp.max(steps)
+  size = n + m - 1
+
+  def cond(carry):
+    return carry[0] < total
+
+  def body(carry):
+    t, ptr, pend_val, pend_idx, q_res, cell_i, cell_j, cell_r = carry
+    live = ptr < n
+    head = jnp.minimum(ptr, n - 1)
+    s_val = jnp.where(live, _pick(ps, head), empty)
+    s_idx = jnp.where(live, _pick(order, head), n)
+    slot = _lex_first(pend_val, pend_idx)
+    b_val, b_idx = _pick(pend_val, slot), _pick(pend_idx, slot)
+    from_stream = (s_val > b_val) | ((s_val == b_val) & (s_idx < b_idx))
+    p_val = jnp.where(from_stream, s_val, b_val)
+    i = jnp.where(from_stream, s_idx, b_idx)
+    j = _lex_first(q_res, slots)
+    on = t < steps
+    r = jnp.where(on & (p_val >= 0),
+                  jnp.maximum(jnp.minimum(p_val, _pick(q_res, j)), 0.0), 0.0)
+    q_res = q_res - jnp.where(slots == j[:, None], r[:, None], 0.0)
+    left = p_val - r
+    # The chosen symbol's residual: a new buffer entry (from the stream) or an update.
+    free = jnp.argmin(pend_val >= 0, axis=1).astype(jnp.int32)
+    target = slots == jnp.where(from_stream, free, slot)[:, None]
+    keep = (on & (p_val >= 0) & (left > 0))[:, None]
+    write = target & on[:, None] & (keep | ~from_stream[:, None])
+    pend_val = jnp.where(write, jnp.where(keep, left[:, None], empty), pend_val)
+    pend_idx = jnp.where(write, jnp.where(keep, i[:, None], n), pend_idx)
+    cell_i = jax.lax.dynamic_update_index_in_dim(cell_i, jnp.minimum(i, n - 1), t, 0)
+    cell_j = jax.lax.dynamic_update_index_in_dim(cell_j, j, t, 0)
+    cell_r = jax.lax.dynamic_update_index_in_dim(cell_r, r, t, 0)
+    ptr = ptr + (on & from_stream).astype(jnp.int32)
+    return t + 1, ptr, pend_val, pend_idx, q_res, cell_i, cell_j, cell_r
+
+  init = (jnp.asarray(0, jnp.int32), jnp.zeros(batch, jnp.int32),
+          jnp.full((batch, m), empty), jnp.full((batch, m), n, jnp.int32), q,
+          jnp.zeros((size, batch), jnp.int32), jnp.zeros((size, batch), jnp.int32),
+          jnp.zeros((size, batch), p.dtype))
+  _, _, _, _, _, cell_i, cell_j, cell_r = jax.lax.while_loop(cond, body, init)
+  # Each cell receives mass at most once, so one scatter-add places it exactly.
+  rows = jnp.broadcast_to(jnp.arange(batch)[None], cell_i.shape)
+  return jnp.zeros((batch, n, m), p.dtype).at[rows, cell_i, cell_j].add(cell_r)
+
+
+@custom_vmap
+def _few_flat(p: Array, q: Array) -> Array:
+  """``p: [B, n]``, ``q: [B, m]`` -> ``[B, n, m]``; vmap folds into ``B``."""
+  return _few_rows(p, q)
+
+
+@_few_flat.def_vmap
+def _few_flat_vmap(axis_size, in_batched, p, q):
+  p, q = [x if batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
+          for x, batched in zip((p, q), in_batched)]
+  batch = p.shape[1]
+  out = _few_flat(p.reshape((axis_size * batch,) + p.shape[2:]),
+                  q.reshape((axis_size * batch,) + q.shape[2:]))
+  return out.reshape((axis_size, batch) + out.shape[1:]), True
 
 
 def greedy_coupling_few(p: Array, q: Array) -> Array:
@@ -155,60 +246,14 @@ def greedy_coupling_few(p: Array, q: Array) -> Array:
   of ``q``, which happens at most ``m`` times; those residuals wait in a buffer of ``m``
   slots and compete with the next untouched symbol by value, then by index. Each
   ``(p, q)`` cell receives mass at most once, so the joint is bit-identical to the
-  reference's.
+  reference's. Under ``jax.vmap`` the batch runs as one loop with a shared step
+  counter (``custom_vmap``), which keeps every step's writes scatter-free.
   """
   p, q = jnp.asarray(p), jnp.asarray(q)
   if p.ndim != 1 or q.ndim != 1 or p.shape[0] < 1 or q.shape[0] < 1:
     raise ValueError(f"p and q must be non-empty vectors, got shapes {p.shape} and {q.shape}")
   q = q.astype(p.dtype)
-  n, m = p.shape[0], q.shape[0]
-  idx = jnp.arange(n, dtype=jnp.int32)
-  order = jnp.lexsort((idx, -p)).astype(jnp.int32)
-  ps = p[order]
-  empty = jnp.asarray(-1.0, p.dtype)
-  # Every step uses up a symbol of p or of q, and zero masses are never paired with
-  # positive ones, so (non-zero symbols of p) + m - 1 steps place all the mass: the loop
-  # stops there (fewer steps for the sparse beliefs of a coding game's later steps).
-  steps = jnp.sum((p > 0).astype(jnp.int32)) + m - 1
-
-  def cond(carry):
-    return carry[0] < steps
-
-  def body(carry):
-    t, ptr, pend_val, pend_idx, q_res, cell_i, cell_j, cell_r = carry
-    live = ptr < n
-    s_val = jnp.where(live, ps[jnp.minimum(ptr, n - 1)], empty)
-    s_idx = jnp.where(live, order[jnp.minimum(ptr, n - 1)], n)
-    slot = _lex_first(pend_val, pend_idx)
-    b_val, b_idx = pend_val[slot], pend_idx[slot]
-    from_stream = (s_val > b_val) | ((s_val == b_val) & (s_idx < b_idx))
-    p_val = jnp.where(from_stream, s_val, b_val)
-    i = jnp.where(from_stream, s_idx, b_idx)
-    j = _lex_first(q_res, jnp.arange(m, dtype=jnp.int32))
-    r = jnp.where(p_val >= 0, jnp.maximum(jnp.minimum(p_val, q_res[j]), 0.0), 0.0)
-    q_res = q_res.at[j].add(-r)
-    left = p_val - r
-    # The chosen symbol's residual: a new buffer entry (from the stream) or an update.
-    free = jnp.argmin(pend_val >= 0).astype(jnp.int32)
-    target = jnp.where(from_stream, free, slot)
-    keep = (p_val >= 0) & (left > 0)
-    pend_val = pend_val.at[target].set(
-        jnp.where(keep, left, jnp.where(from_stream, pend_val[target], empty)))
-    pend_idx = pend_idx.at[target].set(
-        jnp.where(keep, i, jnp.where(from_stream, pend_idx[target], n)))
-    cell_i = cell_i.at[t].set(jnp.minimum(i, n - 1))
-    cell_j = cell_j.at[t].set(j)
-    cell_r = cell_r.at[t].set(r)
-    return (t + 1, ptr + from_stream.astype(jnp.int32), pend_val, pend_idx, q_res,
-            cell_i, cell_j, cell_r)
-
-  size = n + m - 1
-  init = (jnp.asarray(0, jnp.int32), jnp.asarray(0, jnp.int32), jnp.full(m, empty),
-          jnp.full(m, n, jnp.int32), q, jnp.zeros(size, jnp.int32),
-          jnp.zeros(size, jnp.int32), jnp.zeros(size, p.dtype))
-  _, _, _, _, _, cell_i, cell_j, cell_r = jax.lax.while_loop(cond, body, init)
-  # Each cell receives mass at most once, so one scatter-add places it exactly.
-  return jnp.zeros((n, m), p.dtype).at[cell_i, cell_j].add(cell_r)
+  return _few_flat(p[None], q[None])[0]
 
 
 def _codes(vals: Array, ids: Array, rate: Array, method: str, num_messages: int) -> Array:
@@ -384,15 +429,42 @@ def coding_game_episode(key: Array, env: Any, policy_fn: Callable[[Any], Array],
   return Episode(decoded, decoded == message, ret, ent, steps)
 
 
+def _run_episodes(episode: Callable[[Array, Array], Episode], key: Array, messages: Array,
+                  mesh: Optional[Mesh]) -> Episode:
+  """``episode(key, message)`` for every message, one key each (``split(key, E)``),
+  vmapped; with a mesh the episodes are split over the mesh's first axis by
+  ``shard_map`` (padded to a multiple of its size, the padding dropped), so each
+  device's while loops stop with its own episodes."""
+  count = messages.shape[0]
+  keys = jax.random.split(key, count)
+  run = jax.vmap(episode)
+  if mesh is None:
+    return run(keys, messages)
+  size = mesh.shape[mesh.axis_names[0]]
+  pad = -count % size
+  if pad:
+    first = jnp.zeros(pad, jnp.int32)
+    keys = jnp.concatenate([keys, keys[first]])
+    messages = jnp.concatenate([messages, messages[first]])
+  spec = PartitionSpec(mesh.axis_names[0])
+  out = jax.shard_map(run, mesh=mesh, in_specs=(spec, spec), out_specs=spec,
+                      check_vma=False)(keys, messages)
+  return jax.tree.map(lambda x: x[:count], out)
+
+
 def play_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], messages,
                      prior, rate, method: str = "ebim", horizon: int = 64,
-                     discount: float = 0.95, widths=None) -> Episode:
+                     discount: float = 0.95, widths=None,
+                     mesh: Optional[Mesh] = None) -> Episode:
   """Episodes of :func:`coding_game_episode` for every message of ``messages`` (``[E]``
-  ints), each with its own key, in one vmapped batch; fields of the result gain a
-  leading ``[E]`` axis. ``prior`` must be a distribution over ``M`` messages and
-  ``messages`` lie in ``0..M-1``; ``rate`` must be ``>= 0`` bits."""
+  ints), each with its own key (``jax.random.split(key, E)``), in one vmapped batch;
+  fields of the result gain a leading ``[E]`` axis. ``prior`` must be a distribution
+  over ``M`` messages and ``messages`` lie in ``0..M-1``; ``rate`` must be ``>= 0``
+  bits. With ``mesh`` (a ``jax.sharding.Mesh``) the episodes are split over the
+  devices of its first axis; the results equal the unsharded ones."""
   _check_method(method)
   _check_env(env)
+  _checks.check_mesh(mesh)
   prior = jnp.asarray(prior)
   if prior.ndim != 1 or prior.shape[0] < 1:
     raise ValueError(f"prior must be a vector [M] of message probabilities, got shape "
@@ -403,11 +475,10 @@ def play_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], me
       raise ValueError("prior must be finite, non-negative and sum to 1")
   _check_rate(rate)
   messages = _check_messages(messages, prior.shape[0], f"{prior.shape[0] - 1}")
-  keys = jax.random.split(key, messages.shape[0])
   _widths(prior.shape[0], widths)
-  return jax.vmap(lambda k, m: coding_game_episode(k, env, policy_fn, m, prior, rate,
-                                                   method, horizon, discount, widths))(
-                                                       keys, messages)
+  return _run_episodes(lambda k, m: coding_game_episode(k, env, policy_fn, m, prior, rate,
+                                                        method, horizon, discount, widths),
+                       key, messages, mesh)
 
 
 def _check_env(env: Any) -> None:
@@ -463,17 +534,18 @@ def imec_coding_game_episode(key: Array, env: Any, policy_fn: Callable[[Any], Ar
 
 def play_imec_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], messages,
                           num_blocks: int, block_bits: int, horizon: int = 64,
-                          discount: float = 0.95) -> Episode:
+                          discount: float = 0.95, mesh: Optional[Mesh] = None) -> Episode:
   """:func:`imec_coding_game_episode` for every message of ``messages`` (``[E]`` ints
-  below ``2 ** (num_blocks * block_bits)``, at most 2^31), one key each, vmapped."""
+  below ``2 ** (num_blocks * block_bits)``, at most 2^31), one key each, vmapped and,
+  with ``mesh``, split over its devices as in :func:`play_coding_game`."""
   _check_env(env)
+  _checks.check_mesh(mesh)
   bits = num_blocks * block_bits
   if bits > 31:
     raise ValueError(f"num_blocks * block_bits must be <= 31 bits (int32 messages), got {bits}")
   messages = _check_messages(messages, 2 ** bits, f"2^{bits} - 1")
-  keys = jax.random.split(key, messages.shape[0])
-  return jax.vmap(lambda k, m: imec_coding_game_episode(
-      k, env, policy_fn, m, num_blocks, block_bits, horizon, discount))(keys, messages)
+  return _run_episodes(lambda k, m: imec_coding_game_episode(
+      k, env, policy_fn, m, num_blocks, block_bits, horizon, discount), key, messages, mesh)
 
 
 __all__ = ["COMPRESSION", "Episode", "coding_game_episode", "compressed_coupling",
