@@ -1,5 +1,7 @@
 """Reinforcement learning with entropy: Quantal Adversarial RL and Markov coding games.
 
+* :mod:`entropylab.rl.discrete`: continuous actions cut into bins, and the exact
+  discretisation of a tanh-Gaussian SAC policy (Markov coding games on Brax);
 * :mod:`entropylab.rl.envs`: two-player Brax environments (mjx backend) in which an
   adversary pushes the robot's bodies (Pinto et al., ICML 2017; Reddi et al., ICLR 2024);
 * :mod:`entropylab.rl.gridworld`: the noisy 8 x 8 gridworld of MEC-B's Markov coding
@@ -18,6 +20,12 @@
   schedule.
 """
 
+from entropylab.rl.discrete import (
+    DiscreteActions,
+    bin_centres,
+    bin_edges,
+    discretized_tanh_gaussian,
+)
 from entropylab.rl.envs import (
     ADVERSARY_BODIES,
     ENV_NAMES,
@@ -55,8 +63,12 @@ __all__ = [
     "ADVERSARY_BODIES",
     "AdversarialEnv",
     "COMPRESSION",
+    "DiscreteActions",
     "Episode",
     "GridWorld",
+    "bin_centres",
+    "bin_edges",
+    "discretized_tanh_gaussian",
     "coding_game_episode",
     "compressed_coupling",
     "greedy_coupling_few",
