@@ -27,6 +27,7 @@ _MODULES = (
     "experiments.active_matter",
     "experiments.qarl",
     "experiments.coding_game",
+    "experiments.coding_game_brax",
 )
 
 

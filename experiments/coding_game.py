@@ -87,6 +87,22 @@ def grid(cfg: Config) -> list[tuple[float, float, str]]:
   return out
 
 
+def episode_summary(ep: rl.Episode, entropy_steps: int, where: str) -> dict:
+  """JSON statistics of a batch of episodes: accuracy and mean discounted reward with
+  their standard errors, mean episode length, and the mean belief-entropy curve (bits)
+  over the first ``entropy_steps`` steps. Raises on a non-finite result."""
+  ent = np.asarray(ep.belief_entropy, np.float64)
+  reward = np.asarray(ep.reward, np.float64)
+  if not (np.all(np.isfinite(ent)) and np.all(np.isfinite(reward))):
+    raise FloatingPointError(f"non-finite result at {where}")
+  acc = np.asarray(ep.correct, np.float64)
+  stderr = lambda x: float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else 0.0
+  return {"episodes": int(acc.size), "accuracy": float(acc.mean()),
+          "accuracy_stderr": stderr(acc), "reward": float(reward.mean()),
+          "reward_stderr": stderr(reward), "mean_steps": float(np.mean(np.asarray(ep.steps))),
+          "belief_entropy": ent.mean(axis=0)[:entropy_steps + 1].tolist()}
+
+
 def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, object]:
   cfg.validate()
   world = rl.GridWorld(slip=cfg.slip)
@@ -124,21 +140,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     messages = jax.random.randint(k_msg, (cfg.episodes,), 0, cfg.messages)
     rate = h_m / ratio
     ep = play(method)(k_play, messages, jnp.asarray(rate, jnp.float32), policy(log_beta))
-    ent = np.asarray(ep.belief_entropy, np.float64)
-    if not (np.all(np.isfinite(ent)) and np.all(np.isfinite(np.asarray(ep.reward)))):
-      raise FloatingPointError(f"non-finite result at beta=e^{log_beta}, ratio {ratio}")
-    acc = np.asarray(ep.correct, np.float64)
-    return {
-        "log_beta": log_beta, "ratio": ratio, "method": method, "rate_bits": rate,
-        "episodes": cfg.episodes, "accuracy": float(acc.mean()),
-        "accuracy_stderr": float(acc.std(ddof=1) / math.sqrt(acc.size)) if acc.size > 1
-        else 0.0,
-        "reward": float(np.mean(np.asarray(ep.reward))),
-        "reward_stderr": float(np.std(np.asarray(ep.reward), ddof=1) / math.sqrt(acc.size))
-        if acc.size > 1 else 0.0,
-        "mean_steps": float(np.mean(np.asarray(ep.steps))),
-        "belief_entropy": ent.mean(axis=0)[:cfg.entropy_steps + 1].tolist(),
-    }
+    return {"log_beta": log_beta, "ratio": ratio, "method": method, "rate_bits": rate,
+            **episode_summary(ep, cfg.entropy_steps, f"beta=e^{log_beta}, ratio {ratio}")}
 
   cells = [(f"b{b:+.2f}_r{r:g}_{m}".replace("+", "p").replace("-", "m").replace(".", "_"),
             (b, r, m)) for b, r, m in points]
@@ -164,17 +167,27 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
 
 
 def _plot(rows, cfg: Config, run_dir: RunDir) -> None:
+  plot_reward_accuracy(rows, "log_beta", cfg.ratios, cfg.methods,
+                       run_dir.figure_path("reward_accuracy"),
+                       f"{cfg.messages} messages; points along a line: beta = "
+                       f"e^{cfg.log_betas}")
+  plot_belief_entropy(rows, "log_beta", cfg.log_betas, lambda b: f"beta = e^{b:g}",
+                      run_dir.figure_path("belief_entropy"))
+
+
+def plot_reward_accuracy(rows, series: str, ratios, methods, path, title: str) -> None:
+  """Mean discounted reward against receiver accuracy (MEC-B's Fig. 4): one line per
+  (ratio, method) through the values of ``series`` (a row key, e.g. the temperature)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(6.4, 4.6))
-  colors = plt.cm.viridis(np.linspace(0, 0.9, len(cfg.ratios)))
+  colors = plt.cm.viridis(np.linspace(0, 0.9, len(ratios)))
   markers = {"none": "o", "ebim": "s", "uniform": "^"}
-  for color, ratio in zip(colors, cfg.ratios):
-    for method in ("none",) + tuple(cfg.methods):
-      pts = [(x["accuracy"], x["reward"]) for x in
-             sorted(rows, key=lambda x: x["log_beta"])
+  for color, ratio in zip(colors, ratios):
+    for method in ("none",) + tuple(methods):
+      pts = [(x["accuracy"], x["reward"]) for x in sorted(rows, key=lambda x: x[series])
              if x["ratio"] == ratio and x["method"] == method]
       if pts:
         ax.plot(*zip(*pts), marker=markers[method], color=color,
@@ -182,25 +195,31 @@ def _plot(rows, cfg: Config, run_dir: RunDir) -> None:
                 label=f"H(M)/R={ratio:g} {method}")
   ax.set_xlabel("receiver accuracy")
   ax.set_ylabel("mean discounted reward")
-  ax.set_title(f"{cfg.messages} messages; points along a line: beta = e^{cfg.log_betas}",
-               fontsize=9)
+  ax.set_title(title, fontsize=9)
   ax.legend(fontsize=6, ncol=2)
   fig.tight_layout()
-  fig.savefig(run_dir.figure_path("reward_accuracy"), dpi=110)
+  fig.savefig(path, dpi=110)
   plt.close(fig)
 
-  fig, axes = plt.subplots(1, len(cfg.log_betas), figsize=(4 * len(cfg.log_betas), 3.4),
-                           squeeze=False)
-  for ax, log_beta in zip(axes[0], cfg.log_betas):
+
+def plot_belief_entropy(rows, series: str, values, label, path) -> None:
+  """Mean belief entropy over the steps (MEC-B's Fig. 5), one panel per value of
+  ``series``, one line per (ratio, method) without the uniform quantiser."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, len(values), figsize=(4 * len(values), 3.4), squeeze=False)
+  for ax, value in zip(axes[0], values):
     for x in rows:
-      if x["log_beta"] == log_beta and x["method"] != "uniform":
+      if x[series] == value and x["method"] != "uniform":
         ax.plot(x["belief_entropy"], label=f"H(M)/R={x['ratio']:g} {x['method']}")
-    ax.set_title(f"beta = e^{log_beta:g}", fontsize=9)
+    ax.set_title(label(value), fontsize=9)
     ax.set_xlabel("step")
     ax.set_ylabel("belief entropy [bits]")
   axes[0][0].legend(fontsize=6)
   fig.tight_layout()
-  fig.savefig(run_dir.figure_path("belief_entropy"), dpi=110)
+  fig.savefig(path, dpi=110)
   plt.close(fig)
 
 

@@ -157,25 +157,21 @@ def _seed_mesh(seeds: int):
   return devices.make_mesh("seeds") if n > 1 and seeds % n == 0 else None
 
 
-def train_and_evaluate(cfg: Config, env: str, mode: str, run_dir: RunDir,
-                       resume: bool) -> dict:
-  """Trains one (env, mode) over all seeds, resuming from its checkpoints, and
-  evaluates it; returns the JSON cell."""
-  qcfg = cfg.qarl_config(env, mode)
-  init, iteration, evaluate, masses, frictions = _programs(qcfg, cfg.grid_size,
-                                                           cfg.eval_episodes)
-  train_dir = RunDir(run_dir.path / "train" / f"{env}_{mode}")
+def train_resumable(iteration, state, train_dir: RunDir, iterations: int,
+                    checkpoint_every: int, resume: bool, desc: str,
+                    steps_per_iteration: int, progress: bool = True):
+  """Runs ``iteration(state) -> (state, metrics)`` until ``iterations`` are done, with
+  orbax checkpoints in ``train_dir`` every ``checkpoint_every`` iterations and at the
+  end, per-iteration metrics (means, env steps/s) in its ``metrics.jsonl``, and a
+  progress bar. With ``resume`` it continues from the newest valid checkpoint (the
+  iterations are deterministic functions of the state, so the result is bit-identical
+  to an uninterrupted run); without, a directory that already holds checkpoints is an
+  error. Returns ``(state, seconds, timed)``: the final state and the wall time of the
+  ``timed`` iterations after the first call (which compiles)."""
   ckpt_dir = train_dir.checkpoint_dir
   if not resume and checkpoint.all_steps(ckpt_dir):
     raise ValueError(f"{train_dir.path} already holds checkpoints; pass resume=True to "
                      "continue, or use a fresh run directory")
-  # Each (env, mode) gets its own seeds, the same across a resume.
-  base = jax.random.fold_in(jax.random.key(cfg.seed), cfg.envs.index(env))
-  keys = jax.random.split(jax.random.fold_in(base, rl.MODES.index(mode)), cfg.seeds)
-  mesh = _seed_mesh(cfg.seeds)
-  if mesh is not None:
-    keys = devices.shard_batch(keys, mesh, "seeds")
-  state = init(keys)
   done = 0
   if resume:
     restored = checkpoint.restore(ckpt_dir, state)
@@ -185,13 +181,12 @@ def train_and_evaluate(cfg: Config, env: str, mode: str, run_dir: RunDir,
   elif train_dir.metrics.path.exists():
     train_dir.metrics.path.unlink()
 
-  steps_per_iteration = cfg.seeds * 2 * cfg.episodes * cfg.episode_length
   from tqdm.auto import tqdm
-  bar = tqdm(total=cfg.iterations, initial=done, desc=f"{env} {mode}", unit="it",
-             disable=not cfg.progress, dynamic_ncols=True)
+  bar = tqdm(total=iterations, initial=done, desc=desc, unit="it", disable=not progress,
+             dynamic_ncols=True)
   seconds, timed, first = 0.0, 0, True
   try:
-    while done < cfg.iterations:
+    while done < iterations:
       start = time.perf_counter()
       state, metrics = iteration(state)
       metrics = {k: np.asarray(v, np.float64) for k, v in metrics.items()}
@@ -199,20 +194,41 @@ def train_and_evaluate(cfg: Config, env: str, mode: str, run_dir: RunDir,
       done += 1
       if not all(np.all(np.isfinite(v)) for v in metrics.values()):
         bad = sorted(k for k, v in metrics.items() if not np.all(np.isfinite(v)))
-        raise FloatingPointError(f"{env}/{mode}: non-finite {bad} at iteration {done}")
+        raise FloatingPointError(f"{desc}: non-finite {bad} at iteration {done}")
       if not first:  # the first call compiles
         seconds += elapsed
         timed += 1
       first = False
       train_dir.metrics.append(done, **{k: float(v.mean()) for k, v in metrics.items()},
                                env_steps_per_s=steps_per_iteration / elapsed)
-      if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
+      if done % checkpoint_every == 0 or done == iterations:
         checkpoint.save(ckpt_dir, done, state, keep=2)
       bar.update(1)
       bar.set_postfix(env_steps_per_s=f"{steps_per_iteration / elapsed:.0f}",
                       ret=f"{metrics['return_protagonist_phase'].mean():.3g}", refresh=False)
   finally:
     bar.close()
+  return state, seconds, timed
+
+
+def train_and_evaluate(cfg: Config, env: str, mode: str, run_dir: RunDir,
+                       resume: bool) -> dict:
+  """Trains one (env, mode) over all seeds, resuming from its checkpoints, and
+  evaluates it; returns the JSON cell."""
+  qcfg = cfg.qarl_config(env, mode)
+  init, iteration, evaluate, masses, frictions = _programs(qcfg, cfg.grid_size,
+                                                           cfg.eval_episodes)
+  train_dir = RunDir(run_dir.path / "train" / f"{env}_{mode}")
+  # Each (env, mode) gets its own seeds, the same across a resume.
+  base = jax.random.fold_in(jax.random.key(cfg.seed), cfg.envs.index(env))
+  keys = jax.random.split(jax.random.fold_in(base, rl.MODES.index(mode)), cfg.seeds)
+  mesh = _seed_mesh(cfg.seeds)
+  if mesh is not None:
+    keys = devices.shard_batch(keys, mesh, "seeds")
+  steps_per_iteration = cfg.seeds * 2 * cfg.episodes * cfg.episode_length
+  state, seconds, timed = train_resumable(
+      iteration, init(keys), train_dir, cfg.iterations, cfg.checkpoint_every, resume,
+      f"{env} {mode}", steps_per_iteration, cfg.progress)
 
   eval_keys = jax.random.split(jax.random.fold_in(base, 1000 + rl.MODES.index(mode)),
                                cfg.seeds)

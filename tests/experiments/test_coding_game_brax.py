@@ -1,0 +1,45 @@
+"""The coding_game_brax experiment on a tiny config: a briefly trained SAC policy on
+Brax's inverted pendulum carries every message with no rate limit and through EBIM at
+half the message entropy, and a resumed run reuses its training checkpoint and cells."""
+
+import json
+
+import pytest
+
+from entropylab.runner.rundir import RunDir
+from experiments import coding_game_brax as cgb
+
+TINY = cgb.Config(iterations=2, checkpoint_every=1, train_episodes=2, episode_length=50,
+                  learning_starts=50, std_scales=(1.0,), messages=16, ratios=(2.0,),
+                  methods=("ebim",), episodes=8, horizon=40, progress=False)
+
+
+def test_tiny_run_decodes_and_resumes(tmp_path):
+  run_dir = RunDir(tmp_path / "run")
+  summary = cgb.run(TINY, run_dir)
+  cell = summary["results"]["1"]["2"]["ebim"]
+  # 4 bits at 2 bits per step with the SAC policy's own spread: every message arrives.
+  assert cell["accuracy"] == 1.0
+  # Rewards: 1 per step while the pole is up, so within [0, (1 - 0.95^40) / 0.05].
+  assert 0.0 < cell["reward"] <= (1 - 0.95 ** TINY.horizon) / (1 - 0.95) + 1e-4
+  record = json.loads(next((run_dir.path / "cells").glob("*.json")).read_text())
+  assert record["belief_entropy"][0] == pytest.approx(4.0, abs=1e-5)
+  assert len(record["belief_entropy"]) == TINY.entropy_steps + 1
+  policy = json.loads((run_dir.path / "policy.json").read_text())
+  assert policy["env_steps"] == 2 * 2 * 2 * 50
+  assert (run_dir.path / "train" / "checkpoints").exists()
+  for name in ("reward_accuracy", "belief_entropy"):
+    assert run_dir.figure_path(name).stat().st_size > 0
+  again = cgb.run(TINY, run_dir, resume=True)
+  assert again == summary
+  with pytest.raises(ValueError, match="already holds checkpoints"):
+    cgb.run(TINY, run_dir)
+
+
+def test_bad_config_names_the_field():
+  with pytest.raises(ValueError, match="std_scales"):
+    cgb.Config(std_scales=(0.0,)).validate()
+  with pytest.raises(ValueError, match="env"):
+    cgb.Config(env="humanoid").validate()
+  with pytest.raises(ValueError, match="bins"):
+    cgb.Config(bins=1).validate()
