@@ -103,6 +103,24 @@ def episode_summary(ep: rl.Episode, entropy_steps: int, where: str) -> dict:
           "belief_entropy": ent.mean(axis=0)[:entropy_steps + 1].tolist()}
 
 
+def write_table(rows, name: str, label, run_dir: RunDir, preface: tuple[str, ...] = ()) -> dict:
+  """Writes ``table.md`` (one line per grid point, the policy's parameter in a column
+  headed ``name`` and written ``label(row)``) and returns the summary's nested
+  ``{label: {ratio: {method: {"accuracy", "reward"}}}}``."""
+  lines = list(preface) + [
+      f"| {name} | H(M)/R | R (bits) | method | accuracy | reward | mean steps |",
+      "|---|---:|---:|---|---:|---:|---:|"]
+  table = {}
+  for x in rows:
+    lines.append(f"| {label(x)} | {x['ratio']:g} | {x['rate_bits']:.2f} | "
+                 f"{x['method']} | {x['accuracy']:.3f} ± {x['accuracy_stderr']:.3f} | "
+                 f"{x['reward']:.4f} | {x['mean_steps']:.1f} |")
+    table.setdefault(label(x), {}).setdefault(f"{x['ratio']:g}", {})[x["method"]] = {
+        "accuracy": x["accuracy"], "reward": x["reward"]}
+  (run_dir.path / "table.md").write_text("\n".join(lines) + "\n")
+  return table
+
+
 def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, object]:
   cfg.validate()
   world = rl.GridWorld(slip=cfg.slip)
@@ -150,17 +168,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
                       metrics=lambda x: {"accuracy": x["accuracy"], "reward": x["reward"]})
   rows = [results[pt] for pt in points]
   _plot(rows, cfg, run_dir)
-  lines = ["| beta | H(M)/R | R (bits) | method | accuracy | reward | mean steps |",
-           "|---|---:|---:|---|---:|---:|---:|"]
-  for x in rows:
-    lines.append(f"| e^{x['log_beta']:g} | {x['ratio']:g} | {x['rate_bits']:.2f} | "
-                 f"{x['method']} | {x['accuracy']:.3f} ± {x['accuracy_stderr']:.3f} | "
-                 f"{x['reward']:.4f} | {x['mean_steps']:.1f} |")
-  (run_dir.path / "table.md").write_text("\n".join(lines) + "\n")
-  table = {}
-  for x in rows:
-    table.setdefault(f"e^{x['log_beta']:g}", {}).setdefault(f"{x['ratio']:g}", {})[
-        x["method"]] = {"accuracy": x["accuracy"], "reward": x["reward"]}
+  table = write_table(rows, "beta", lambda x: f"e^{x['log_beta']:g}", run_dir)
   return {"messages": cfg.messages, "episodes_per_point": cfg.episodes,
           "ratio_convention": "H(M)/R (the authors' code names R/H(M) compression_rate)",
           "results": table}
