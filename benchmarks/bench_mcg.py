@@ -51,7 +51,7 @@ def parse_args(argv):
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--quick", action="store_true",
                       help="64 messages, 3 ratios, 4 peer episodes per ratio")
-  parser.add_argument("--peer-episodes", type=int, default=12,
+  parser.add_argument("--peer-episodes", type=int, default=32,
                       help="peer episodes timed per ratio")
   parser.add_argument("--out", type=Path, default=RESULTS_DIR,
                       help="folder for the Markdown table (default benchmarks/results)")
