@@ -34,6 +34,7 @@ import numpy as np
 from jax import lax
 
 from entropylab import info
+from entropylab.coupling._sorting import stable_argsort
 from entropylab.info import _checks
 
 Array = jax.Array
@@ -115,7 +116,7 @@ def _ebim_clusters(p: Array, rate: Array) -> Array:
   # one stable sort, and the rank order ("largest" first, lower index first on ties;
   # zero masses last) from it without a second sort: its non-zero part reversed, then
   # each run of equal masses reversed back (XLA's CPU sort is slow; this halves it).
-  by_small = jnp.argsort(jnp.where(active, p, jnp.inf), stable=True).astype(jnp.int32)
+  by_small = stable_argsort(jnp.where(active, p, jnp.inf))
   pos = idx
   rev = by_small[jnp.where(pos < count, count - 1 - pos, pos)]
   v = p[rev]

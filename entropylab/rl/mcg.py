@@ -39,6 +39,7 @@ from jax.custom_batching import custom_vmap
 from jax.sharding import Mesh, PartitionSpec
 
 from entropylab.coupling import imec as _imec
+from entropylab.coupling._sorting import stable_argsort
 from entropylab.coupling.ebim import _ebim_clusters, _quantizer_bin_size
 from entropylab import info
 from entropylab.info import _checks
@@ -165,7 +166,7 @@ def _few_rows(p: Array, q: Array) -> Array:
   m = q.shape[1]
   idx = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), p.shape)
   # Descending, ties to the lower index (a stable sort of -p).
-  order = jnp.argsort(-p, axis=1, stable=True).astype(jnp.int32)
+  order = stable_argsort(-p)
   ps = jnp.take_along_axis(p, order, axis=1)
   empty = jnp.asarray(-1.0, p.dtype)
   slots = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (batch, m))
