@@ -118,11 +118,14 @@ def soft_q_iteration(transitions, rewards, discount: float, beta, terminal=None,
 # --------------------------------------------------------------------------- coupling
 
 
-def _check_rate(rate) -> None:
-  if _checks.is_concrete(rate):
+def _check_rate(rate, method: str) -> None:
+  """A compressed game needs ``rate > 0`` bits (at rate 0 every message shares one code
+  and nothing is sent); ``"none"`` ignores the rate."""
+  if method != "none" and _checks.is_concrete(rate):
     rn = np.asarray(rate, np.float64)
-    if np.any(np.isnan(rn)) or np.any(rn < 0):
-      raise ValueError(f"rate must be >= 0 bits (inf allowed), got {rate}")
+    if np.any(np.isnan(rn)) or np.any(rn <= 0):
+      raise ValueError(f"rate must be > 0 bits (inf allowed) for method {method!r}, got "
+                       f"{rate}")
 
 
 def _check_messages(messages, count: int, what: str) -> Array:
@@ -301,7 +304,7 @@ def compressed_coupling(belief: Array, policy: Array, rate, method: str = "ebim"
   Args:
     belief: ``[M]`` probabilities over messages.
     policy: ``[A]`` probabilities over actions.
-    rate: ``R`` in bits (``>= 0``; ``inf`` = no limit); ignored by ``"none"``.
+    rate: ``R`` in bits (``> 0``; ``inf`` = no limit); ignored by ``"none"``.
     method: one of :data:`COMPRESSION` (static).
 
   Returns:
@@ -313,8 +316,7 @@ def compressed_coupling(belief: Array, policy: Array, rate, method: str = "ebim"
     raise ValueError(f"belief must be a vector [M], got shape {belief.shape}")
   if policy.ndim != 1 or policy.shape[0] < 1:
     raise ValueError(f"policy must be a vector [A], got shape {policy.shape}")
-  if method != "none":
-    _check_rate(rate)
+  _check_rate(rate, method)
   n = belief.shape[0]
   return _joint(belief, jnp.arange(n, dtype=jnp.int32), policy, rate, method, n)
 
@@ -460,8 +462,8 @@ def play_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], me
   """Episodes of :func:`coding_game_episode` for every message of ``messages`` (``[E]``
   ints), each with its own key (``jax.random.split(key, E)``), in one vmapped batch;
   fields of the result gain a leading ``[E]`` axis. ``prior`` must be a distribution
-  over ``M`` messages and ``messages`` lie in ``0..M-1``; ``rate`` must be ``>= 0``
-  bits. With ``mesh`` (a ``jax.sharding.Mesh``) the episodes are split over the
+  over ``M`` messages and ``messages`` lie in ``0..M-1``; ``rate`` must be ``> 0``
+  bits for ``"ebim"`` and ``"uniform"`` (``"none"`` ignores it). With ``mesh`` (a ``jax.sharding.Mesh``) the episodes are split over the
   devices of its first axis; the results equal the unsharded ones."""
   _check_method(method)
   _check_env(env)
@@ -474,7 +476,7 @@ def play_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], me
     pn = np.asarray(prior, np.float64)
     if not np.all(np.isfinite(pn)) or np.any(pn < 0) or abs(pn.sum() - 1) > 1e-6:
       raise ValueError("prior must be finite, non-negative and sum to 1")
-  _check_rate(rate)
+  _check_rate(rate, method)
   messages = _check_messages(messages, prior.shape[0], f"{prior.shape[0] - 1}")
   _widths(prior.shape[0], widths)
   return _run_episodes(lambda k, m: coding_game_episode(k, env, policy_fn, m, prior, rate,

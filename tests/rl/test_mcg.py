@@ -168,6 +168,10 @@ def test_bad_input_names_the_argument(world):
     mcg.play_coding_game(jax.random.key(0), world, pol, jnp.arange(3), jnp.ones(4), 1.0)
   with pytest.raises(ValueError, match="rate"):
     mcg.play_coding_game(jax.random.key(0), world, pol, jnp.arange(3), jnp.full(4, 0.25), -1.0)
+  for method in ("ebim", "uniform"):  # rate 0: one code for every message, nothing sent
+    with pytest.raises(ValueError, match="rate must be > 0"):
+      mcg.play_coding_game(jax.random.key(0), world, pol, jnp.arange(3), jnp.full(4, 0.25),
+                           0.0, method)
   with pytest.raises(ValueError, match="messages"):
     mcg.play_coding_game(jax.random.key(0), world, pol, jnp.arange(5), jnp.full(4, 0.25), 1.0)
   with pytest.raises(ValueError, match="method"):
