@@ -77,11 +77,11 @@ def test_all_writes_report_with_figures(tmp_path, monkeypatch):
   exp = registry["entropy_estimators"]
   monkeypatch.setitem(registry, "entropy_estimators",
                       dataclasses.replace(exp, presets={"smoke": TINY, "paper": TINY}))
-  # The smoke presets that train (minutes each on 2 cores) stay out of the suite's
+  # The smoke presets that train (minutes each on 2 cores), and coding_game's, stay out of the suite's
   # budget; each has its own test on a tiny config (tests/experiments/test_<name>.py),
   # and `make demo` runs them all.
   for name in ("qarl", "active_matter", "epr_validation", "information_estimators",
-               "coding_game_brax"):
+               "coding_game", "coding_game_brax"):
     monkeypatch.delitem(registry, name)
   assert cli.main(["all", "--preset", "smoke", "--root", str(tmp_path)]) == 0
   report = (tmp_path / "report.md").read_text()

@@ -1,5 +1,6 @@
-"""Discretised continuous actions: the exact bin probabilities of a tanh-Gaussian policy,
-the action index <-> bin centre map, and a Markov coding game on a Brax environment."""
+"""Discretised continuous actions: the exact bin probabilities of a tanh-Gaussian policy
+and the action index <-> bin centre map (the coding game on Brax itself is tested by
+tests/experiments/test_coding_game_brax.py)."""
 
 import math
 
@@ -10,7 +11,6 @@ import pytest
 from scipy import stats
 
 from entropylab.rl import DiscreteActions, bin_centres, bin_edges, discretized_tanh_gaussian
-from entropylab.rl import mcg
 
 
 def _scipy_bins(mu, sigma, bins):
@@ -108,32 +108,3 @@ def test_bad_input_names_the_argument():
     DiscreteActions(GridWorld(), 3)
   with pytest.raises(ValueError, match="bins"):
     DiscreteActions(_Line(), 1)
-
-
-def test_coding_game_on_brax_inverted_pendulum():
-  """MEME on Brax's inverted pendulum (mjx), 5 bins, 16 messages, 20 steps, a
-  stabilising linear controller as the Gaussian's mean (one compiled program: EBIM at
-  an infinite rate keeps every message its own code, i.e. no limit). A wide policy
-  carries all 4 bits with no limit and still at 1 bit per step, where it needs more
-  steps to certainty; a nearly deterministic policy (std scaled by 0.02) carries too
-  little in 20 steps but keeps the pole up (more reward)."""
-  from brax import envs
-  env = DiscreteActions(envs.get_environment("inverted_pendulum", backend="mjx"), 5)
-  gain = jnp.array([0.0, 5.0, 0.0, 1.0])
-
-  @jax.jit
-  def run(std_scale, rate):
-    policy = lambda s: discretized_tanh_gaussian((gain @ s.obs)[None], jnp.array([0.0]),
-                                                 5, std_scale)
-    return mcg.play_coding_game(jax.random.key(0), env, policy, jnp.arange(16),
-                                jnp.full(16, 1 / 16), rate, "ebim", horizon=20)
-
-  wide = run(1.0, jnp.inf)
-  limited = run(1.0, 1.0)
-  narrow = run(0.02, jnp.inf)
-  assert float(wide.correct.mean()) == 1.0
-  assert float(limited.correct.mean()) == 1.0
-  first_zero = lambda e: float(jnp.mean(jnp.argmax(e.belief_entropy < 1e-6, axis=1)))
-  assert first_zero(limited) > first_zero(wide)
-  assert float(narrow.correct.mean()) <= 0.5
-  assert float(narrow.reward.mean()) > float(wide.reward.mean())

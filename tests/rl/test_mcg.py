@@ -267,12 +267,13 @@ def test_greedy_coupling_few_under_nested_and_partial_vmap():
   with jax.enable_x64(True):
     ps = jnp.asarray(rng.dirichlet(np.full(17, 0.7), size=(3, 4)))
     q = jnp.asarray(rng.dirichlet(np.ones(3)))
-    one_q = jax.vmap(mcg.greedy_coupling_few, in_axes=(0, None))(ps[0], q)
+    one_q = jax.jit(jax.vmap(mcg.greedy_coupling_few, in_axes=(0, None)))(ps[0], q)
     nested = jax.jit(jax.vmap(jax.vmap(mcg.greedy_coupling_few, in_axes=(0, None)),
                               in_axes=(0, None)))(ps, q)
+    unbatched = jax.jit(mcg.greedy_coupling_few)
     for a in range(3):
       for b in range(4):
-        single = mcg.greedy_coupling_few(ps[a, b], q)
+        single = unbatched(ps[a, b], q)
         np.testing.assert_array_equal(single, greedy_mec(np.asarray(ps[a, b]), np.asarray(q)))
         np.testing.assert_array_equal(nested[a, b], single)
     np.testing.assert_array_equal(one_q, nested[0])
