@@ -10,7 +10,7 @@ import pytest
 from entropylab.runner.rundir import RunDir
 from experiments import coding_game_brax as cgb
 
-TINY = cgb.Config(iterations=2, checkpoint_every=1, train_episodes=2, episode_length=50,
+TINY = cgb.Config(iterations=2, checkpoint_every=2, train_episodes=2, episode_length=50,
                   learning_starts=50, std_scales=(1.0, 0.02), messages=16, ratios=(2.0,),
                   methods=("ebim",), episodes=8, horizon=40, progress=False)
 
