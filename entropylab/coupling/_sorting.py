@@ -1,10 +1,10 @@
 """A stable argsort for short rows that is faster than XLA's sort on CPU.
 
-XLA's CPU sort calls a comparator per comparison; for the rows of a few to a few
+XLA's CPU sort calls a comparator per comparison; for the rows of a hundred to a few
 hundred entries that the coding games sort at every step, a bitonic sorting network
-(Batcher, 1968) of elementwise min/max stages is faster (on a 2-core AMD EPYC, float32
-rows of 512 under a batch of 128: 7.8 ms against 12.3 ms for ``jnp.argsort(...,
-stable=True)``; rows of 64: 0.44 ms against 1.34 ms). It is used for rows of at least
+(Batcher, 1968) of elementwise min/max stages, vectorised over the batch, costs less
+(``benchmarks/bench_mcg.py`` measures whole games with it). Its unrolled stages cost
+compile time at every new shape, so it is used for rows of at least
 :data:`_BITONIC_MIN` entries; accelerators keep ``jnp.argsort``.
 """
 
