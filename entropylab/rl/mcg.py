@@ -463,8 +463,9 @@ def play_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], me
   ints), each with its own key (``jax.random.split(key, E)``), in one vmapped batch;
   fields of the result gain a leading ``[E]`` axis. ``prior`` must be a distribution
   over ``M`` messages and ``messages`` lie in ``0..M-1``; ``rate`` must be ``> 0``
-  bits for ``"ebim"`` and ``"uniform"`` (``"none"`` ignores it). With ``mesh`` (a ``jax.sharding.Mesh``) the episodes are split over the
-  devices of its first axis; the results equal the unsharded ones."""
+  bits for ``"ebim"`` and ``"uniform"`` (``"none"`` ignores it). With ``mesh`` (a
+  ``jax.sharding.Mesh``) the episodes are split over the devices of its first axis;
+  the results equal the unsharded ones."""
   _check_method(method)
   _check_env(env)
   _checks.check_mesh(mesh)
