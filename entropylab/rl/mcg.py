@@ -480,9 +480,47 @@ def play_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array], me
   _check_rate(rate, method)
   messages = _check_messages(messages, prior.shape[0], f"{prior.shape[0] - 1}")
   _widths(prior.shape[0], widths)
+  if widths is not None:
+    widths = tuple(widths)
+  return _play(key, messages, prior, rate, env=env, policy_fn=policy_fn, method=method,
+               horizon=horizon, discount=discount, widths=widths, mesh=mesh)
+
+
+def _cached(*static_names: str) -> Callable:
+  """Decorator: ``fn(*arrays, **static)`` compiled once per distinct set of the static
+  keyword arguments ``static_names``, so repeated calls with the same env, policy and
+  settings reuse the program; static arguments that cannot key a cache (unhashable)
+  run ``fn`` uncached."""
+
+  def wrap(fn: Callable) -> Callable:
+    compiled = jax.jit(fn, static_argnames=static_names)
+
+    def call(*args, **static):
+      try:
+        hash(tuple(static.values()))
+      except TypeError:
+        return fn(*args, **static)
+      return compiled(*args, **static)
+
+    return call
+
+  return wrap
+
+
+@_cached("env", "policy_fn", "method", "horizon", "discount", "widths", "mesh")
+def _play(key, messages, prior, rate, *, env, policy_fn, method, horizon, discount,
+          widths, mesh) -> Episode:
   return _run_episodes(lambda k, m: coding_game_episode(k, env, policy_fn, m, prior, rate,
                                                         method, horizon, discount, widths),
                        key, messages, mesh)
+
+
+@_cached("env", "policy_fn", "num_blocks", "block_bits", "horizon", "discount",
+         "mesh")
+def _play_imec(key, messages, *, env, policy_fn, num_blocks, block_bits, horizon, discount,
+               mesh) -> Episode:
+  return _run_episodes(lambda k, m: imec_coding_game_episode(
+      k, env, policy_fn, m, num_blocks, block_bits, horizon, discount), key, messages, mesh)
 
 
 def _check_env(env: Any) -> None:
@@ -548,8 +586,8 @@ def play_imec_coding_game(key: Array, env: Any, policy_fn: Callable[[Any], Array
   if bits > 31:
     raise ValueError(f"num_blocks * block_bits must be <= 31 bits (int32 messages), got {bits}")
   messages = _check_messages(messages, 2 ** bits, f"2^{bits} - 1")
-  return _run_episodes(lambda k, m: imec_coding_game_episode(
-      k, env, policy_fn, m, num_blocks, block_bits, horizon, discount), key, messages, mesh)
+  return _play_imec(key, messages, env=env, policy_fn=policy_fn, num_blocks=num_blocks,
+                    block_bits=block_bits, horizon=horizon, discount=discount, mesh=mesh)
 
 
 __all__ = ["COMPRESSION", "Episode", "coding_game_episode", "compressed_coupling",

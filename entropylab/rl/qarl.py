@@ -269,9 +269,18 @@ def make_train(config: QARLConfig) -> Train:
   def iteration(state: TrainState) -> tuple[TrainState, dict]:
     key, k_temp, k_adv, k_prot = jax.random.split(state.key, 4)
     temps = temperatures(state, k_temp)
-    first_learner = "protagonist" if no_adversary else "adversary"
-    state, disc_a, ret_a = phase(state, temps, first_learner, k_adv)
-    state, disc_p, ret_p = phase(state, temps, "protagonist", k_prot)
+    if no_adversary:
+      # Both phases are the protagonist's: one traced phase, scanned twice (half the
+      # program to compile; the same arithmetic as two calls).
+      def both(st, k):
+        st, disc, ret = phase(st, temps, "protagonist", k)
+        return st, (disc, ret)
+
+      state, (disc, ret) = jax.lax.scan(both, state, jnp.stack([k_adv, k_prot]))
+      (disc_a, disc_p), (ret_a, ret_p) = disc, ret
+    else:
+      state, disc_a, ret_a = phase(state, temps, "adversary", k_adv)
+      state, disc_p, ret_p = phase(state, temps, "protagonist", k_prot)
     # The teacher's buffer: both phases' episodes, updated every teacher_every.
     slot = state.iteration % teacher_slots
     t_buf = jax.lax.dynamic_update_slice(state.teacher_temperatures,

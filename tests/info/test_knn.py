@@ -294,19 +294,15 @@ def _search_cases():
   t = 0.8 * np.roll(s, 1) + 0.6 * rng.normal(size=400)
   mesh = make_mesh()
   return {
-      "entropy euclidean": lambda: info.entropy_knn(x, k=3),
       "entropy max": lambda: info.entropy_knn(x, k=2, norm="max"),
       "entropy 4-d": lambda: info.entropy_knn(w, k=3, block_size=5),
       "entropy k=20": lambda: info.entropy_knn(x, k=20),  # lax.top_k, not passes
-      "mi 1": lambda: info.mutual_information_ksg(x, y, k=3),
-      "mi 2": lambda: info.mutual_information_ksg(x, y, k=3, variant=2),
       "mi 4+4": lambda: info.mutual_information_ksg(w, v, k=3, block_size=6),
       "mi 4+4 variant 2": lambda: info.mutual_information_ksg(w, v, k=3, variant=2),
       "mi ties": lambda: info.mutual_information_ksg(ties, z, k=3),
       "mi mesh": lambda: info.mutual_information_ksg(x, z, k=4, block_size=9, mesh=mesh),
       "cmi": lambda: info.conditional_mutual_information_ksg(x, y, z, k=3),
       "te": lambda: info.transfer_entropy_ksg(s, t, k=3, history=2),
-      "kl": lambda: info.kl_divergence_knn(x, z[:120] + 0.5, k=2),
       "kl 4-d": lambda: info.kl_divergence_knn(w, v[:100], k=2, block_size=4),
       "vmap": lambda: jax.vmap(lambda a: info.entropy_knn(a, k=3))(np.stack([w, 2 * v])),
   }

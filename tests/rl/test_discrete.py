@@ -16,7 +16,8 @@ from entropylab.rl import DiscreteActions, bin_centres, bin_edges, discretized_t
 def _scipy_bins(mu, sigma, bins):
   """Reference: P[tanh(u) in bin k] = Phi((atanh e_{k+1} - mu)/sigma) - Phi(...), with
   scipy's normal and the edges written out, in float64."""
-  edges = np.arctanh(np.clip(np.linspace(-1, 1, bins + 1), -1, 1))
+  with np.errstate(divide="ignore"):  # the outer edges are atanh(+-1) = +-inf
+    edges = np.arctanh(np.linspace(-1, 1, bins + 1))
   cdf = stats.norm(mu, sigma).cdf(edges)
   return np.diff(cdf)
 

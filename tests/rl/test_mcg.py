@@ -125,14 +125,15 @@ def games(world):
   prior = jnp.full(M, 1.0 / M)
   messages = jnp.arange(M)
   out = {}
+  # The policy table is an argument: one program per method serves both policies.
+  play = jax.jit(lambda key, rate, pi, method: mcg.play_coding_game(
+      key, world, lambda s: pi[s.cell], messages, prior, rate, method, horizon=300),
+      static_argnames="method")
   for name, beta in (("greedy", math.exp(-6)), ("soft", math.exp(-4))):
     _, pi = mcg.soft_q_iteration(p, r, 0.95, beta, term, iterations=200)
-    play = jax.jit(lambda key, rate, method, pi=pi: mcg.play_coding_game(
-        key, world, lambda s: pi[s.cell], messages, prior, rate, method, horizon=300),
-        static_argnames="method")
     for ratio in (1, 2, 3):
       for method in (("none",) if ratio == 1 else ("ebim", "uniform")):
-        ep = play(jax.random.key(ratio), math.log2(M) / ratio, method)
+        ep = play(jax.random.key(ratio), math.log2(M) / ratio, pi, method)
         out[name, ratio, method] = ep
   return out
 
@@ -283,7 +284,8 @@ def test_sharded_episodes_equal_unsharded(world):
   """Episodes split over a mesh of the four test devices (10 episodes: padded to 12)
   decode, earn and stop exactly as the unsharded batch; the belief entropies agree to
   float32 rounding (vector code of another batch width). (``play_imec_coding_game``
-  shares the same splitting code.)"""
+  shares the same splitting code.) A second call with a new key and rate reuses the
+  first one's program."""
   p, r, term = world.tables()
   _, pi = mcg.soft_q_iteration(p, r, 0.95, math.exp(-4), term, iterations=200)
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("episodes",))
@@ -300,6 +302,16 @@ def test_sharded_episodes_equal_unsharded(world):
     np.testing.assert_array_equal(getattr(plain, field), getattr(split, field))
   np.testing.assert_allclose(plain.belief_entropy, split.belief_entropy, atol=1e-5)
   assert float(plain.correct.mean()) == 1.0
+  # Another key and rate, same env, policy and settings: the compiled program is reused
+  # (the policy is not traced again).
+  traces = []
+  counted = lambda s: traces.append(1) or pi[s.cell]
+  for k in (8, 9):
+    mcg.play_coding_game(jax.random.key(k), world, counted, messages, prior, 1.0 + k / 10,
+                         "ebim", horizon=120)
+    if k == 8:
+      first = len(traces)
+  assert first > 0 and len(traces) == first
   with pytest.raises(TypeError, match="mesh"):
     mcg.play_coding_game(jax.random.key(7), world, policy, messages, prior, 2.0, mesh="cpu")
   with pytest.raises(TypeError, match="mesh"):
