@@ -20,6 +20,7 @@ count belong to the alphabet: ``K = counts.shape[-1]`` is the alphabet size used
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
@@ -283,10 +284,16 @@ def entropy_nsb(counts, base: Optional[float] = None, *, coarse: int = 257,
   if c.shape[-1] < 2:
     # A single bin has zero entropy with certainty.
     return jnp.zeros(c.shape[:-1], c.dtype)
-  flat = c.reshape((-1, c.shape[-1]))
-  h = jax.vmap(lambda row: _nsb_single(row, coarse, fine))(flat)
-  h = jnp.clip(h, 0.0, jnp.log(jnp.asarray(c.shape[-1], c.dtype)))
+  h = _nsb_rows(c.reshape((-1, c.shape[-1])), coarse, fine)
   return _checks.to_base(h.reshape(c.shape[:-1]), base)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _nsb_rows(flat: Array, coarse: int, fine: int) -> Array:
+  """NSB of each row of ``flat`` ``[B, K]``, clipped to ``[0, log K]``; one compiled
+  program (called eagerly, the quadrature's many small operations would each compile)."""
+  h = jax.vmap(lambda row: _nsb_single(row, coarse, fine))(flat)
+  return jnp.clip(h, 0.0, jnp.log(jnp.asarray(flat.shape[-1], flat.dtype)))
 
 
 __all__ = (

@@ -217,8 +217,7 @@ ESTIMATORS = [info.entropy_plugin, info.entropy_miller_madow, info.entropy_grass
               info.entropy_chao_shen, info.entropy_nsb]
 
 
-@pytest.mark.parametrize("est", ESTIMATORS[:-1] + [pytest.param(info.entropy_nsb, marks=pytest.mark.slow)],
-                         ids=lambda f: f.__name__)
+@pytest.mark.parametrize("est", ESTIMATORS, ids=lambda f: f.__name__)
 def test_batched_jit_vmap_agree(est):
   rng = np.random.default_rng(0)
   counts = jnp.asarray(rng.integers(0, 20, size=(2, 3, 12)), jnp.float32)
