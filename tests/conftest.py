@@ -1,9 +1,23 @@
-"""Test-wide setup: four virtual CPU devices, so sharded paths run on one machine."""
+"""Test-wide setup: four virtual CPU devices, so sharded paths run on one machine, and
+one compilation cache for the session."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  # JAX's persistent cache in a fresh folder, removed at exit by the process that made
+  # it. pytest-xdist's workers (and the tests' subprocesses) inherit the variable, so a
+  # program compiled in one test file (e.g. a tiny QARL run) is loaded, not compiled
+  # again, by another file's identical program. Results are unchanged: a hit is the
+  # executable of the same program.
+  _cache = tempfile.mkdtemp(prefix="entropylab-jax-cache-")
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import hypothesis  # noqa: E402
 import jax  # noqa: E402
