@@ -343,9 +343,19 @@ class Episode(NamedTuple):
   steps: Array
 
 
+# Belief widths after the first: each phase is one more compiled loop, so by default a
+# phase is at most a quarter of the previous width; the last (one message left) plays
+# the policy without a coupling. ``benchmarks/bench_mcg.py`` (512 messages: widths 512,
+# 128, 32, 8, 1) times the games with them.
+_DEFAULT_WIDTHS = (128, 32, 8, 1)
+
+
 def _widths(num_messages: int, widths) -> tuple[int, ...]:
   if widths is None:
-    widths = (64, 8)
+    widths = []
+    for w in _DEFAULT_WIDTHS:
+      if 4 * w <= (widths[-1] if widths else num_messages):
+        widths.append(w)
   out = [num_messages]
   for w in widths:
     if isinstance(w, bool) or not isinstance(w, int) or w < 1:
@@ -377,8 +387,10 @@ def coding_game_episode(key: Array, env: Any, policy_fn: Callable[[Any], Array],
     method: compression, one of :data:`COMPRESSION` (static).
     horizon: steps (static). Coding stops when the MDP episode ends.
     discount: discount of the reported return.
-    widths: static decreasing belief widths after the first (default ``(64, 8)``;
-      ``()`` keeps the full width throughout).
+    widths: static decreasing belief widths after the first (default: those of
+      ``(128, 32, 8, 1)`` at most a quarter of the width before, e.g. 8 and 1 for
+      ``M = 64``; ``()`` keeps the full width throughout). At width 1 (one message
+      left) the coupling is the policy itself and no coupling is computed.
 
   Returns:
     :class:`Episode`.
@@ -404,6 +416,17 @@ def coding_game_episode(key: Array, env: Any, policy_fn: Callable[[Any], Array],
     ent = ent.at[t + 1].set(info.entropy(vals, base=2))
     return (t + 1, state, vals, ids, 1.0 - state.done, ret, k, ent)
 
+  def body_one(carry):
+    """One message left: the coupling is the policy itself (its only row), the belief
+    stays put and its entropy is 0 (the entries ``ent`` already holds)."""
+    t, state, vals, ids, alive, ret, k, ent = carry
+    k, k_a = jax.random.split(k)
+    pol = policy_fn(state).astype(vals.dtype)
+    action = jax.random.categorical(k_a, jnp.log(pol / jnp.sum(pol)))
+    state = env.step(state, action)
+    ret = ret + discount ** t.astype(ret.dtype) * state.reward
+    return (t + 1, state, vals, ids, 1.0 - state.done, ret, k, ent)
+
   def compact(carry, width):
     """The ``width`` non-zero entries in ascending message order (zeros last)."""
     t, state, vals, ids, alive, ret, k, ent = carry
@@ -424,7 +447,7 @@ def coding_game_episode(key: Array, env: Any, policy_fn: Callable[[Any], Array],
       t, _, vals, _, alive, _, _, _ = c
       return (t < horizon) & (alive > 0) & (jnp.sum((vals > 0).astype(jnp.int32)) > limit)
 
-    carry = jax.lax.while_loop(cond, body, carry)
+    carry = jax.lax.while_loop(cond, body_one if width == 1 else body, carry)
   steps, _, vals, ids, _, ret, _, ent = carry
   # After the episode ends the belief no longer changes.
   ent = jnp.where(jnp.arange(horizon + 1) > steps, ent[steps], ent)
