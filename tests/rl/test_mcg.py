@@ -224,16 +224,18 @@ def test_greedy_coupling_few_is_greedy_mec_bit_for_bit():
 
 
 def test_compacted_beliefs_play_the_same_games(world):
-  """Episodes that move the belief to its non-zero entries (widths 16, 4, then 1: the
-  policy alone once one message is left) decode the same messages in the same number
-  of steps, with the same return, as at full width, for all three methods."""
+  """Episodes that move the belief to its non-zero entries (the default widths for 64
+  messages: 8, then 1, where the policy alone is played once one message is left)
+  decode the same messages in the same number of steps, with the same return, as at
+  full width, for all three methods."""
   p, r, term = world.tables()
   _, pi = mcg.soft_q_iteration(p, r, 0.95, math.exp(-4), term, iterations=200)
   prior = jnp.full(M, 1.0 / M)
+  assert mcg._widths(M, None) == (M, 8, 1)
   for method, rate in (("none", 0.0), ("ebim", 2.0), ("uniform", 3.0)):
     eps = [mcg.play_coding_game(jax.random.key(3), world, lambda s: pi[s.cell],
                                 jnp.arange(M), prior, rate, method, horizon=300,
-                                widths=w) for w in ((), (16, 4, 1))]
+                                widths=w) for w in ((), None)]
     np.testing.assert_array_equal(eps[0].decoded, eps[1].decoded)
     np.testing.assert_array_equal(eps[0].steps, eps[1].steps)
     np.testing.assert_allclose(eps[0].reward, eps[1].reward, rtol=1e-6)
