@@ -3,7 +3,8 @@
 XLA's CPU sort calls a comparator per comparison; for the rows of a hundred to a few
 hundred entries that the coding games sort at every step, a bitonic sorting network
 (Batcher, 1968) of elementwise min/max stages, vectorised over the batch, costs less
-(``benchmarks/bench_mcg.py`` measures whole games with it). Its unrolled stages cost
+(``benchmarks/bench_mcg.py`` times both on the games' widest rows, and whole games
+with it). Its unrolled stages cost
 compile time at every new shape, so it is used for rows of at least
 :data:`_BITONIC_MIN` entries; accelerators keep ``jnp.argsort``.
 """

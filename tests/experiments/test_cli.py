@@ -77,9 +77,9 @@ def test_all_writes_report_with_figures(tmp_path, monkeypatch):
   exp = registry["entropy_estimators"]
   monkeypatch.setitem(registry, "entropy_estimators",
                       dataclasses.replace(exp, presets={"smoke": TINY, "paper": TINY}))
-  # The smoke presets that train (minutes each on 2 cores), and coding_game's, stay out of the suite's
-  # budget; each has its own test on a tiny config (tests/experiments/test_<name>.py),
-  # and `make demo` runs them all.
+  # The smoke presets that train (minutes each on 2 cores), and coding_game's, stay out
+  # of the suite's budget; each has its own test on a tiny config
+  # (tests/experiments/test_<name>.py), and `make demo` runs them all.
   for name in ("qarl", "active_matter", "epr_validation", "information_estimators",
                "coding_game", "coding_game_brax"):
     monkeypatch.delitem(registry, name)

@@ -226,12 +226,13 @@ def test_greedy_coupling_few_is_greedy_mec_bit_for_bit():
 def test_compacted_beliefs_play_the_same_games(world):
   """Episodes that move the belief to its non-zero entries (the default widths for 64
   messages: 8, then 1, where the policy alone is played once one message is left)
-  decode the same messages in the same number of steps, with the same return, as at
-  full width, for all three methods."""
+  decode the same messages in the same number of steps, with the same return (to
+  float32 rounding), as at full width, for all three methods."""
   p, r, term = world.tables()
   _, pi = mcg.soft_q_iteration(p, r, 0.95, math.exp(-4), term, iterations=200)
   prior = jnp.full(M, 1.0 / M)
   assert mcg._widths(M, None) == (M, 8, 1)
+  assert mcg._widths(512, None) == (512, 128, 32, 8, 1)  # the benchmark's
   for method, rate in (("none", 0.0), ("ebim", 2.0), ("uniform", 3.0)):
     eps = [mcg.play_coding_game(jax.random.key(3), world, lambda s: pi[s.cell],
                                 jnp.arange(M), prior, rate, method, horizon=300,
@@ -289,7 +290,7 @@ def test_sharded_episodes_equal_unsharded(world):
   decode, earn and stop exactly as the unsharded batch; the belief entropies agree to
   float32 rounding (vector code of another batch width). (``play_imec_coding_game``
   shares the same splitting code.) A second call with a new key and rate reuses the
-  first one's program."""
+  first one's program; an unhashable policy plays the same games uncached."""
   p, r, term = world.tables()
   _, pi = mcg.soft_q_iteration(p, r, 0.95, math.exp(-4), term, iterations=200)
   mesh = jax.sharding.Mesh(np.array(jax.devices()), ("episodes",))
@@ -316,6 +317,17 @@ def test_sharded_episodes_equal_unsharded(world):
     if k == 8:
       first = len(traces)
   assert first > 0 and len(traces) == first
+  # A policy that cannot key the cache (unhashable) runs uncached, with the same games.
+  class Table:
+    __hash__ = None
+
+    def __call__(self, s):
+      return pi[s.cell]
+
+  uncached = mcg.play_coding_game(jax.random.key(7), world, Table(), messages, prior, 2.0,
+                                  "ebim", horizon=120)
+  for field in ("decoded", "correct", "steps"):
+    np.testing.assert_array_equal(getattr(plain, field), getattr(uncached, field))
   with pytest.raises(TypeError, match="mesh"):
     mcg.play_coding_game(jax.random.key(7), world, policy, messages, prior, 2.0, mesh="cpu")
   with pytest.raises(TypeError, match="mesh"):
