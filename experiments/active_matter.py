@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import zlib
 from typing import Mapping
 
@@ -70,7 +71,7 @@ class Config:
   num_neighbors: int = 16
   width: int = 64
   depth: int = 2
-  train_steps: int = 20_000
+  train_steps: int = 6_000
   batch_size: int = 8
   learning_rate: float = 1e-3
   dsm_sigma_x: float = 0.05
@@ -203,13 +204,23 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   sim_dir = run_dir.path / "sim"
   sim_dir.mkdir(parents=True, exist_ok=True)
   params = system(cfg, cfg.n_particles, cfg.packing_fraction)
+  clock = {"start": time.perf_counter()}
+
+  def lap(name):
+    now = time.perf_counter()
+    clock[name] = round(now - clock.pop("start"), 2)
+    clock["start"] = now
+
   chains = [simulate_chain(cfg, params, cfg.n_particles, c, "main", sim_dir, resume)
             for c in range(cfg.chains)]
   n_held = max(1, int(round(cfg.held_out * cfg.samples_per_chain)))
   train_x = np.concatenate([c[:-n_held] for c in chains])
   test_x = np.concatenate([c[-n_held:] for c in chains])
+  lap("simulate_s")
   net, net_params = train_score(cfg, params, train_x, run_dir, resume)
+  lap("train_s")
   main = evaluate(net, net_params, params, test_x)
+  lap("evaluate_s")
   losses = [r["loss"] for r in RunDir(run_dir.path / "train").metrics.records()]
   _plot_map(cfg, params, test_x, main["per_particle"], run_dir)
   _plot_training(losses, run_dir)
@@ -223,6 +234,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     x = simulate_chain(cfg, p, n, 0, label.replace("=", ""), sim_dir, resume)[-n_held:]
     result = evaluate(net, net_params, p, x)
     transfer[label] = {k: v for k, v in result.items() if k != "per_particle"}
+  lap("transfer_s")
+  clock.pop("start")
 
   rows = [("trained", cfg.n_particles, cfg.packing_fraction, main)]
   rows += [(label, n, phi, transfer[label]) for label, n, phi in targets]
@@ -239,6 +252,9 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
       "epr_per_particle": main["epr_per_particle"],
       "stationarity_relative": round(main["stationarity_relative"], 4),
       "final_loss": losses[-1] if losses else None,
+      # wall-clock seconds of each stage on jax.devices()[0] (a resumed run counts only
+      # the work it redid)
+      "device": jax.devices()[0].device_kind, "seconds": clock,
       "transfer": {k: {kk: (round(vv, 6) if isinstance(vv, float) else vv)
                        for kk, vv in v.items()} for k, v in transfer.items()},
   }
