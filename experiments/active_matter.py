@@ -67,6 +67,11 @@ class Config:
   sample_every: int = 1000
   samples_per_chain: int = 64
   chunk_steps: int = 10_000
+  # Neighbour-list capacities of the simulation (simulate_aoup). Dense MIPS clusters
+  # pack the soft particles beyond simulate_aoup's defaults (32 partners, twice the
+  # close-packed count per cell: 11 here), which overflowed at packing fraction 0.7.
+  max_neighbors: int = 64
+  max_per_cell: int = 24
   held_out: float = 0.25
   num_neighbors: int = 16
   width: int = 64
@@ -84,8 +89,8 @@ class Config:
 
   def validate(self) -> None:
     for name in ("n_particles", "chains", "relax_steps", "sample_every", "samples_per_chain",
-                 "chunk_steps", "num_neighbors", "width", "depth", "train_steps",
-                 "batch_size", "map_bins", "transfer_factor"):
+                 "chunk_steps", "max_neighbors", "max_per_cell", "num_neighbors", "width",
+                 "depth", "train_steps", "batch_size", "map_bins", "transfer_factor"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.n_particles <= self.num_neighbors:
@@ -139,7 +144,8 @@ def simulate_chain(cfg: Config, params: active.AOUPParams, n: int, chain: int, t
       states = np.load(path)
     else:
       res = active.simulate_aoup(key, state, params, cfg.dt, cfg.chunk_steps,
-                                 save_every=cfg.sample_every, start_step=start)
+                                 save_every=cfg.sample_every, start_step=start,
+                                 max_neighbors=cfg.max_neighbors, max_per_cell=cfg.max_per_cell)
       states = np.asarray(res.states)
       tmp = path.with_suffix(".tmp.npy")
       np.save(tmp, states)
