@@ -26,12 +26,11 @@ Conventions (all functions):
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from entropylab import info
 from entropylab.coupling._sorting import stable_argsort
@@ -72,19 +71,6 @@ def _bits(masses: Array) -> Array:
 # --------------------------------------------------------------------------- Algorithm 1
 
 
-def _two_smallest_suffix(v: Array) -> tuple[Array, Array]:
-  """For each ``i``, the two smallest values of ``v[i:]`` (the second is the sentinel
-  ``v.size`` where ``v[i:]`` has one element)."""
-  big = jnp.full_like(v, v.shape[0])
-
-  def combine(a, b):
-    a1, a2 = a
-    b1, b2 = b
-    return jnp.minimum(a1, b1), jnp.minimum(jnp.maximum(a1, b1), jnp.minimum(a2, b2))
-
-  return lax.associative_scan(combine, (v, big), reverse=True)
-
-
 def _ebim_single(p: Array, rate: Array) -> Array:
   """Algorithm 1 on one ``p: [n]`` and a scalar rate; returns ``p_xt: [n, n]``."""
   if p.shape[-1] == 1:
@@ -94,38 +80,55 @@ def _ebim_single(p: Array, rate: Array) -> Array:
 
 def _ebim_clusters(p: Array, rate: Array) -> Array:
   """Algorithm 1 on one ``p: [n]`` and a scalar rate, without its loop; returns the
-  code of each symbol, ``t: [n]`` int32 (the column of ``p_xt``).
+  code of each symbol, ``t: [n]`` int32 (the column of ``p_xt``). See
+  :func:`_ebim_plan`."""
+  return _ebim_plan(p, rate)[0]
+
+
+class _CodePlan(NamedTuple):
+  """What :func:`_code_order` needs to sort the code masses without a sort: the
+  symbols by mass (``by_large``), how many are non-zero, the merged clusters' places
+  among them (a prefix of ``prefix`` ranks; the pair at ranks ``pa < pb``, or ``n``)
+  and their columns ``c1`` (the prefix's) and ``c2`` (the pair's)."""
+  by_large: Array
+  count: Array
+  prefix: Array
+  pa: Array
+  pb: Array
+  c1: Array
+  c2: Array
+  has_top: Array
+  has_pair: Array
+
+
+def _ebim_plan(p: Array, rate: Array) -> tuple[Array, _CodePlan]:
+  """Algorithm 1 on one ``p: [n]`` and a scalar rate, without its loop; returns the
+  code of each symbol, ``t: [n]`` int32 (the column of ``p_xt``), and a
+  :class:`_CodePlan` for :func:`_code_order`.
 
   A merge of the two largest clusters makes the new largest, so after ``k - 1`` such
   merges the clusters are ``B_k``, the ``k`` largest symbols in one cluster, and the
   other symbols alone. The candidates the loop tries are therefore fixed: at each
   state ``k = 1, 2, ...``, first ``B_k`` with its two smallest clusters merged, then
   ``B_{k+1}``; it returns the first whose entropy is at most ``rate``. Sorting once
-  (mass descending for "largest", ascending for "smallest", ties to the lower index as
-  in the loop) and prefix sums give every candidate's entropy at once: O(n log n)
-  instead of O(n^2). ``tests/coupling/test_ebim.py`` checks it against a transcription
+  (mass descending, ties to the lower index as in the loop, which also places the
+  smallest clusters: see below) and prefix sums give every candidate's entropy at
+  once: O(n log n) instead of O(n^2). ``tests/coupling/test_ebim.py`` checks it against a transcription
   of the loop, ties and zero masses included.
   """
   n = p.shape[-1]
   idx = jnp.arange(n, dtype=jnp.int32)
   if n == 1:
-    return idx
+    zero, no = jnp.int32(0), jnp.asarray(False)
+    return idx, _CodePlan(idx, jnp.sum((p > 0).astype(jnp.int32)), zero, jnp.int32(n),
+                          jnp.int32(n), zero, zero, no, no)
   active = p > 0
   count = jnp.sum(active.astype(jnp.int32))
-  # The "smallest" order (ascending, lower index first on ties; zero masses last) from
-  # one stable sort, and the rank order ("largest" first, lower index first on ties;
-  # zero masses last) from it without a second sort: its non-zero part reversed, then
-  # each run of equal masses reversed back (XLA's CPU sort is slow; this halves it).
-  by_small = stable_argsort(jnp.where(active, p, jnp.inf))
-  pos = idx
-  rev = by_small[jnp.where(pos < count, count - 1 - pos, pos)]
-  v = p[rev]
-  new_run = jnp.concatenate([jnp.ones(1, bool), v[1:] != v[:-1]])
-  run_end = jnp.concatenate([v[1:] != v[:-1], jnp.ones(1, bool)])
-  first = jax.lax.cummax(jnp.where(new_run, pos, 0))
-  last = jax.lax.cummin(jnp.where(run_end, pos, n - 1), reverse=True)
-  by_large = jnp.where(pos < count, rev[first + last - pos], rev)
-  small_pos = jnp.zeros(n, jnp.int32).at[by_small].set(idx)
+  # The rank order: mass descending, ties to the lower index, zero masses last. A
+  # stable ascending sort of the reversed masses lists ties higher index first;
+  # reversing its non-zero part gives the rank order (one sort; XLA's CPU sort is slow).
+  asc = n - 1 - stable_argsort(jnp.where(active, p, jnp.inf)[::-1])
+  by_large = jnp.where(idx < count, asc[jnp.maximum(count - 1 - idx, 0)], asc)
   mass = p[by_large]
   to_bits = lambda x: _checks.to_base(info.discrete._neg_xlogx(x), 2)  # -x log2 x
   phi = to_bits(mass)
@@ -133,13 +136,19 @@ def _ebim_clusters(p: Array, rate: Array) -> Array:
   # rest[k] = sum over ranks > k (1-based) of phi: a suffix sum, no cancellation.
   rest = jnp.concatenate([jnp.cumsum(phi[::-1])[::-1][1:], jnp.zeros(1, p.dtype)])
   h_state = to_bits(prefix) + rest  # [n]: entropy of state k = 1..n at index k - 1
-  # Two smallest singles of state k: among ranks >= k + 1 (k >= 2), or all (k = 1).
-  s1, s2 = _two_smallest_suffix(small_pos[by_large])
+  # Two smallest singles of state k ("smallest": mass ascending, ties to the lower
+  # index), among the ranks from st + 1 on (st = k for k >= 2; all for k = 1). In rank
+  # order the smallest masses come last and each run of equal masses is in index order,
+  # so they are the first of the last run (from st on), then the next of that run or
+  # else the first of the run before it. last_run, prev_run: where those runs start.
   k = jnp.arange(1, n + 1, dtype=jnp.int32)
-  start = jnp.where(k == 1, 0, jnp.minimum(k, n - 1))
-  a = by_small[jnp.minimum(s1[start], n - 1)]
-  b = by_small[jnp.minimum(s2[start], n - 1)]
-  pa, pb = p[a], p[b]
+  st = jnp.where(k == 1, 0, jnp.minimum(k, n - 1))
+  last_run = jnp.sum((mass > mass[jnp.maximum(count - 1, 0)]).astype(jnp.int32))
+  prev_run = jnp.sum((mass > mass[jnp.maximum(last_run - 1, 0)]).astype(jnp.int32))
+  a_pos = jnp.maximum(st, last_run)
+  b_pos = jnp.where(a_pos < count - 1, a_pos + 1, jnp.maximum(st, prev_run))
+  a, b = by_large[a_pos], by_large[b_pos]
+  pa, pb = mass[a_pos], mass[b_pos]
   h_small = h_state - to_bits(pa) - to_bits(pb) + to_bits(pa + pb)
   # With B_k and one single left (k = count - 1 >= 2) the merge leaves one cluster.
   h_small = jnp.where((k >= 2) & (k == count - 1), 0.0, h_small)
@@ -159,8 +168,9 @@ def _ebim_clusters(p: Array, rate: Array) -> Array:
   kk = first // 2 + 1
   is_small = first % 2 == 0
   top = jnp.where(is_small, kk, kk + 1)  # size of the merged largest cluster
-  rank = jnp.zeros(n, jnp.int32).at[by_large].set(idx + 1)
-  in_top = active & (rank <= top)
+  # The top ranks: (mass, -index) at least the top-th's.
+  p_top, i_top = mass[top - 1], by_large[top - 1]
+  in_top = active & ((p > p_top) | ((p == p_top) & (idx <= i_top)))
   col = jnp.where(in_top, jnp.min(jnp.where(in_top, idx, n)), idx)
   a_k, b_k = a[kk - 1], b[kk - 1]
   everything = (kk >= 2) & (kk == count - 1)
@@ -170,7 +180,59 @@ def _ebim_clusters(p: Array, rate: Array) -> Array:
   col = jnp.where(is_small & merged_pair,
                   jnp.where(everything, jnp.min(jnp.where(active, idx, n)), pair_col), col)
   done = (_bits(p) <= rate) | (count <= 1)
-  return jnp.where(done, idx, col)
+  col = jnp.where(done, idx, col)
+  # The code masses' order (see _code_order): the merged prefix B_top (all of the
+  # non-zero symbols when everything merges; none when top = 1, a single) and the pair.
+  has_pair = ~done & is_small & ~everything
+  has_top = ~done & (everything | (top >= 2))
+  prefix = jnp.where(has_top, jnp.where(everything, count, top), 0).astype(jnp.int32)
+  ra, rb = a_pos[kk - 1], b_pos[kk - 1]
+  pa = jnp.where(has_pair, jnp.minimum(ra, rb), n).astype(jnp.int32)
+  pb = jnp.where(has_pair, jnp.maximum(ra, rb), n).astype(jnp.int32)
+  plan = _CodePlan(by_large, count, prefix, pa, pb, col[by_large[0]], col[a_k], has_top,
+                   has_pair)
+  return col, plan
+
+
+def _code_order(plan: _CodePlan, p_t: Array) -> Array:
+  """The order in which the greedy coupling takes the code masses ``p_t: [n]`` (the
+  column sums of :func:`_ebim_plan`'s code): mass descending, ties to the lower index,
+  as ``stable_argsort(-p_t)`` gives it, on the non-zero masses; the positions after
+  them hold an index of a zero mass (not a permutation: the greedy coupling gives zero
+  masses nothing whatever their order).
+
+  No sort: the symbols left alone keep their masses and hence their order in
+  ``plan.by_large``; only the (at most two) merged clusters are placed among them, by
+  counting the singles that come first. O(n).
+  """
+  n = p_t.shape[0]
+  j = jnp.arange(n, dtype=jnp.int32)
+  has_top, has_pair = plan.has_top, plan.has_pair
+  # The s-th single: rank prefix + s, skipping the pair's ranks pa < pb.
+  u = j + plan.prefix
+  u = u + (u >= plan.pa)
+  u = u + (u >= plan.pb)
+  singles = plan.by_large[jnp.minimum(u, n - 1)]
+  n_single = plan.count - plan.prefix - 2 * has_pair.astype(jnp.int32)
+  s_val = jnp.where(j < n_single, p_t[singles], -1.0)
+  v1, v2 = p_t[plan.c1], p_t[plan.c2]
+
+  def ahead(v, c):  # singles taken before a cluster of mass v at column c
+    return jnp.sum(((s_val > v) | ((s_val == v) & (singles < c))).astype(jnp.int32))
+
+  top_first = ~has_pair | (v1 > v2) | ((v1 == v2) & (plan.c1 < plan.c2))
+  pos1 = ahead(v1, plan.c1) + (has_pair & ~top_first)
+  pos2 = ahead(v2, plan.c2) + (has_top & top_first)
+  at1 = has_top & (j == pos1)
+  at2 = has_pair & (j == pos2)
+  s = j - (has_top & (pos1 < j)) - (has_pair & (pos2 < j))
+  us = s + plan.prefix  # the s-th single's rank, as above
+  us = us + (us >= plan.pa)
+  us = us + (us >= plan.pb)
+  single = plan.by_large[jnp.clip(us, 0, n - 1)]
+  live = j < n_single + has_top + has_pair
+  zero = jnp.argmin(p_t).astype(jnp.int32)
+  return jnp.where(at1, plan.c1, jnp.where(at2, plan.c2, jnp.where(live, single, zero)))
 
 
 _ebim_core = jax.jit(jnp.vectorize(_ebim_single, signature="(n),()->(n,n)"))

@@ -40,7 +40,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from entropylab.coupling import imec as _imec
 from entropylab.coupling._sorting import stable_argsort
-from entropylab.coupling.ebim import _ebim_clusters, _quantizer_bin_size
+from entropylab.coupling.ebim import _code_order, _ebim_plan, _quantizer_bin_size
 from entropylab import info
 from entropylab.info import _checks
 
@@ -158,8 +158,10 @@ def _pick(x: Array, pos: Array) -> Array:
   return jnp.take_along_axis(x, pos[:, None], axis=1)[:, 0]
 
 
-def _few_rows(p: Array, q: Array) -> Array:
-  """:func:`greedy_coupling_few` of every row of ``p: [B, n]`` and ``q: [B, m]``.
+def _few_rows(p: Array, q: Array, order: Array) -> Array:
+  """:func:`greedy_coupling_few` of every row of ``p: [B, n]`` and ``q: [B, m]``, given
+  each row's descending order ``order: [B, n]`` (ties to the lower index; after the
+  non-zero masses, any indices of zero masses).
 
   One loop for the whole batch whose step counter is shared, so every write of a step
   goes to one static-shaped slice (no scatter per step) and the loop runs until the
@@ -167,9 +169,6 @@ def _few_rows(p: Array, q: Array) -> Array:
   """
   batch, n = p.shape
   m = q.shape[1]
-  idx = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), p.shape)
-  # Descending, ties to the lower index (a stable sort of -p).
-  order = stable_argsort(-p)
   ps = jnp.take_along_axis(p, order, axis=1)
   empty = jnp.asarray(-1.0, p.dtype)
   slots = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (batch, m))
@@ -224,19 +223,27 @@ def _few_rows(p: Array, q: Array) -> Array:
 
 
 @custom_vmap
-def _few_flat(p: Array, q: Array) -> Array:
-  """``p: [B, n]``, ``q: [B, m]`` -> ``[B, n, m]``; vmap folds into ``B``."""
-  return _few_rows(p, q)
+def _few_flat(p: Array, q: Array, order: Array) -> Array:
+  """``p: [B, n]``, ``q: [B, m]``, ``order: [B, n]`` -> ``[B, n, m]``; vmap folds into
+  ``B``."""
+  return _few_rows(p, q, order)
 
 
 @_few_flat.def_vmap
-def _few_flat_vmap(axis_size, in_batched, p, q):
-  p, q = [x if batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
-          for x, batched in zip((p, q), in_batched)]
-  batch = p.shape[1]
-  out = _few_flat(p.reshape((axis_size * batch,) + p.shape[2:]),
-                  q.reshape((axis_size * batch,) + q.shape[2:]))
+def _few_flat_vmap(axis_size, in_batched, *args):
+  args = [x if batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
+          for x, batched in zip(args, in_batched)]
+  batch = args[0].shape[1]
+  out = _few_flat(*(x.reshape((axis_size * batch,) + x.shape[2:]) for x in args))
   return out.reshape((axis_size, batch) + out.shape[1:]), True
+
+
+def _greedy_few(p: Array, q: Array, order: Optional[Array] = None) -> Array:
+  """:func:`greedy_coupling_few` without input checks; ``order`` as in
+  :func:`_few_rows` (default: a stable sort of ``-p``)."""
+  if order is None:
+    order = stable_argsort(-p)
+  return _few_flat(p[None], q.astype(p.dtype)[None], order[None])[0]
 
 
 def greedy_coupling_few(p: Array, q: Array) -> Array:
@@ -256,20 +263,17 @@ def greedy_coupling_few(p: Array, q: Array) -> Array:
   p, q = jnp.asarray(p), jnp.asarray(q)
   if p.ndim != 1 or q.ndim != 1 or p.shape[0] < 1 or q.shape[0] < 1:
     raise ValueError(f"p and q must be non-empty vectors, got shapes {p.shape} and {q.shape}")
-  q = q.astype(p.dtype)
-  return _few_flat(p[None], q[None])[0]
+  return _greedy_few(p, q)
 
 
-def _codes(vals: Array, ids: Array, rate: Array, method: str, num_messages: int) -> Array:
-  """Code of each entry of a compacted belief (``vals`` at message ``ids``, ascending
-  ids first, zero entries last), as positions: a code is named by the position of its
-  first member, so code order follows message order as in the full alphabet."""
-  if method == "ebim":
-    return _ebim_clusters(vals, rate)
-  # The uniform quantiser's contiguous blocks of message ids (its Algorithm 5 on the
-  # full alphabet of num_messages symbols).
+def _uniform_codes(ids: Array, rate: Array, num_messages: int) -> Array:
+  """Code of each entry of a compacted belief (message ``ids``, ascending ids first,
+  zero entries last) under the uniform quantiser: its contiguous blocks of message ids
+  (Algorithm 5 on the full alphabet of ``num_messages`` symbols), each named by the
+  position of its first member, so code order follows message order as in the full
+  alphabet."""
   block = ids // _quantizer_bin_size(num_messages, rate).astype(ids.dtype)
-  pos = jnp.arange(vals.shape[0], dtype=jnp.int32)
+  pos = jnp.arange(ids.shape[0], dtype=jnp.int32)
   start = jnp.concatenate([jnp.ones(1, bool), block[1:] != block[:-1]])
   return jax.lax.cummax(jnp.where(start, pos, 0))
 
@@ -279,11 +283,15 @@ def _joint(vals: Array, ids: Array, policy: Array, rate, method: str,
   """:func:`compressed_coupling` of a (possibly compacted) belief."""
   policy = policy.astype(vals.dtype)
   if method == "none":
-    return greedy_coupling_few(vals, policy)
+    return _greedy_few(vals, policy)
   rate = jnp.asarray(rate, vals.dtype)
-  code = _codes(vals, ids, rate, method, num_messages)
+  if method == "ebim":
+    # EBIM's plan orders the code masses for the greedy coupling: no second sort.
+    code, plan = _ebim_plan(vals, rate)
+  else:
+    code = _uniform_codes(ids, rate, num_messages)
   p_t = jax.ops.segment_sum(vals, code, num_segments=vals.shape[0])
-  p_ta = greedy_coupling_few(p_t, policy)
+  p_ta = _greedy_few(p_t, policy, _code_order(plan, p_t) if method == "ebim" else None)
   used = p_t > 0
   p_a_given_t = jnp.where(used[:, None], p_ta / jnp.where(used, p_t, 1.0)[:, None], 0.0)
   return vals[:, None] * p_a_given_t[code]

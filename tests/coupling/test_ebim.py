@@ -266,6 +266,53 @@ def test_matches_slow_reference_with_ties_and_zeros(x64):
                                   err_msg=f"p={p.tolist()} rate={rate}")
 
 
+def test_code_order_is_the_stable_sort_of_the_code_masses(x64):
+  """``_code_order`` (the greedy coupling's order of EBIM's code masses, derived from
+  the plan without a sort) against a stable sort of the code masses, on uniform,
+  small-integer, dyadic and random masses with zeros, at rates that exercise every
+  branch: identity, the largest merges only, the smallest pair alone, both, and one
+  cluster. Only the zero masses' places may differ (any zero-mass index there)."""
+  from entropylab.coupling._sorting import stable_argsort
+  from entropylab.coupling.ebim import _code_order, _ebim_plan
+
+  def both(p, rate):
+    col, plan = _ebim_plan(p, rate)
+    p_t = jax.ops.segment_sum(p, col, num_segments=p.shape[0])
+    return p_t, _code_order(plan, p_t), stable_argsort(-p_t), plan.has_top, plan.has_pair
+
+  both = jax.jit(jax.vmap(both))
+  rng = np.random.default_rng(11)
+  branches = set()
+  for n in (1, 2, 5, 29, 130):  # 130: the bitonic sort's rows
+    ps, rates = [], []
+    for trial in range(160):
+      k = int(rng.integers(1, n + 1))
+      p = np.zeros(n)
+      kind = trial % 4
+      if kind == 0:
+        p[:k] = 1.0
+      elif kind == 1:
+        p[:k] = rng.integers(0, 4, k)
+        p[0] += p.sum() == 0
+      elif kind == 2:
+        p[:k] = 2.0 ** -rng.integers(0, 5, k)
+      else:
+        p[:k] = rng.dirichlet(np.full(k, 0.5))
+      p = rng.permutation(p / p.sum())
+      ps.append(p)
+      rates.append(float(rng.integers(0, 6)) if trial % 5 == 0
+                   else float(rng.uniform(0.0, bits(p) + 0.5)))
+    p_t, order, ref, top, pair = map(np.asarray, both(jnp.asarray(np.stack(ps)),
+                                                      jnp.asarray(rates)))
+    for i in range(len(ps)):
+      nz = int(np.sum(p_t[i] > 0))
+      np.testing.assert_array_equal(order[i, :nz], ref[i, :nz],
+                                    err_msg=f"p={ps[i].tolist()} rate={rates[i]}")
+      assert np.all(p_t[i][order[i, nz:]] == 0)
+      branches.add((bool(top[i]), bool(pair[i])))
+  assert branches == {(False, False), (True, False), (False, True), (True, True)}
+
+
 def test_jit_vmap_and_batch_equal_a_loop(x64):
   rng = np.random.default_rng(1)
   ps = rng.dirichlet(np.ones(7), size=9)
