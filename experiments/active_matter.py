@@ -16,7 +16,8 @@ Steps:
    simulation runs in chunks saved under ``sim/``, so ``--resume`` continues a killed run
    where it stopped.
 2. A ``LocalTransformer`` score (each particle attends to its ``num_neighbors`` nearest
-   neighbours) trained by antithetic denoising score matching, with noise scales
+   neighbours; with ``shift_g`` it learns the correction to ``s_g = -g``) trained by
+   antithetic denoising score matching, with noise scales
    ``dsm_sigma_x`` on positions and ``dsm_sigma_g`` on self-propulsions, using the
    runner's checkpointed loop (``train/``). The last ``held_out`` fraction of each
    chain's samples is kept for evaluation.
@@ -82,6 +83,10 @@ class Config:
   dsm_sigma_x: float = 0.05
   dsm_sigma_g: float = 0.05
   map_bins: int = 24
+  # The g-part of the "shift" parametrisation: s = NN + (0, -g), exact with NN = 0 when
+  # g is independent of x (v0 = 0), so the network learns only the activity's
+  # correction and v_g = -gamma NN_g (see score_function).
+  shift_g: bool = True
   transfer_factor: int = 4
   transfer_packing: tuple[float, ...] = (0.3, 0.7)
   seed: int = 0
@@ -156,6 +161,20 @@ def simulate_chain(cfg: Config, params: active.AOUPParams, n: int, chain: int, t
   return np.stack(saved[:cfg.samples_per_chain])
 
 
+def score_function(net, net_params, half_width, shift_g: bool):
+  """``s(state [2, N, 2]) -> [2, N, 2]``: the network's output, plus ``(0, -g)`` with
+  ``shift_g`` (the g-part of Boffi & Vanden-Eijnden's shift; its x-part divides by
+  epsilon, which is 0 here). Positions are folded into the box first."""
+  def score(z):
+    out = net.apply(net_params, z.at[0].set(active.wrap_positions(z[0], half_width)),
+                    half_width)
+    if shift_g:
+      out = out.at[1].add(-z[1])
+    return out
+
+  return score
+
+
 def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run_dir: RunDir,
                 resume: bool):
   net = LocalTransformer(num_neighbors=cfg.num_neighbors, width=cfg.width, depth=cfg.depth)
@@ -171,7 +190,7 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
   def loss_fn(p, batch):
     xb, k = batch
     # Noisy positions are folded back into the box before the network sees them.
-    score = lambda z: net.apply(p, z.at[0].set(active.wrap_positions(z[0], half)), half)
+    score = score_function(net, p, half, cfg.shift_g)
     return prod.denoising_score_matching_loss(score, xb, k, sigma)
 
   trained = fit_adam_cosine(loss_fn, init, jax.random.key(cfg.seed + 1),
@@ -181,11 +200,12 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
   return net, trained
 
 
-def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray) -> dict:
+def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
+             shift_g: bool) -> dict:
   """Total and per-particle EPR (hypoelliptic or elliptic by ``params.epsilon``) and the
   stationarity residual on samples ``x [B, 2, N, 2]``."""
   half = params.half_width
-  score = lambda z: net.apply(net_params, z, half)
+  score = score_function(net, net_params, half, shift_g)
   drift = lambda z: active.aoup_drift(z, params)
   diffusion = jnp.broadcast_to(active.aoup_diffusion(params), x.shape[1:])
   xj = jnp.asarray(x)
@@ -225,7 +245,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   lap("simulate_s")
   net, net_params = train_score(cfg, params, train_x, run_dir, resume)
   lap("train_s")
-  main = evaluate(net, net_params, params, test_x)
+  main = evaluate(net, net_params, params, test_x, cfg.shift_g)
   lap("evaluate_s")
   losses = [r["loss"] for r in RunDir(run_dir.path / "train").metrics.records()]
   _plot_map(cfg, params, test_x, main["per_particle"], run_dir)
@@ -238,7 +258,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   for label, n, phi in targets:
     p = system(cfg, n, phi)
     x = simulate_chain(cfg, p, n, 0, label.replace("=", ""), sim_dir, resume)[-n_held:]
-    result = evaluate(net, net_params, p, x)
+    result = evaluate(net, net_params, p, x, cfg.shift_g)
     transfer[label] = {k: v for k, v in result.items() if k != "per_particle"}
   lap("transfer_s")
   clock.pop("start")

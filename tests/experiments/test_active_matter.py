@@ -30,8 +30,10 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   chain = am.simulate_chain(TINY, params, 40, 0, "main", run_dir.path / "sim", resume=True)
   net, net_params = am.train_score(TINY, params, chain[:-2], run_dir, resume=True)
   x = jnp.asarray(chain[-2:])
-  s_g = jax.vmap(lambda z: net.apply(net_params, z, params.half_width))(x)[:, 1]
-  direct = TINY.gamma * float(jnp.mean(jnp.sum((x[:, 1] + s_g) ** 2, axis=(1, 2))))
+  # With the g-shift (the default) s_g = NN_g - g, so g + s_g is the network's g-part.
+  assert TINY.shift_g
+  nn_g = jax.vmap(lambda z: net.apply(net_params, z, params.half_width))(x)[:, 1]
+  direct = TINY.gamma * float(jnp.mean(jnp.sum(nn_g ** 2, axis=(1, 2))))
   assert summary["epr_total"] == pytest.approx(direct, rel=1e-4)
   # Resume: every simulation chunk and the training checkpoint are reused.
   chunks = sorted(p.name for p in (run_dir.path / "sim").iterdir())
@@ -58,3 +60,22 @@ def test_config_validation():
     dataclasses.replace(TINY, transfer_packing=(1.5,)).validate()
   with pytest.raises(ValueError, match="chunk_steps"):
     dataclasses.replace(TINY, chunk_steps=45).validate()
+
+
+def test_g_shift_is_exact_for_a_zero_network():
+  """With NN = 0 the shifted score is (0, -g), the exact score of g when it is
+  independent of x (v0 = 0), so the hypoelliptic rate gamma E|g + s_g|^2 is exactly 0;
+  without the shift the same network's score is 0 and the rate is gamma E|g|^2."""
+  class Zero:
+    @staticmethod
+    def apply(params, z, half_width):
+      return jnp.zeros_like(z)
+
+  params = am.system(TINY, 40, 0.5)
+  z = active.random_configuration(jax.random.key(0), 40, params)
+  shifted = am.score_function(Zero, None, params.half_width, True)(z)
+  np.testing.assert_array_equal(shifted[0], 0.0)
+  np.testing.assert_array_equal(shifted[1], -z[1])
+  plain = am.score_function(Zero, None, params.half_width, False)(z)
+  np.testing.assert_array_equal(plain, 0.0)
+  assert float(jnp.sum((z[1] + shifted[1]) ** 2)) == 0.0
