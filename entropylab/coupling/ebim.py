@@ -113,8 +113,8 @@ def _ebim_plan(p: Array, rate: Array) -> tuple[Array, _CodePlan]:
   ``B_{k+1}``; it returns the first whose entropy is at most ``rate``. Sorting once
   (mass descending, ties to the lower index as in the loop, which also places the
   smallest clusters: see below) and prefix sums give every candidate's entropy at
-  once: O(n log n) instead of O(n^2). ``tests/coupling/test_ebim.py`` checks it against a transcription
-  of the loop, ties and zero masses included.
+  once: O(n log n) instead of O(n^2). ``tests/coupling/test_ebim.py`` checks it against
+  a transcription of the loop, ties and zero masses included.
   """
   n = p.shape[-1]
   idx = jnp.arange(n, dtype=jnp.int32)
