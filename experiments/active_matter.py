@@ -30,7 +30,10 @@ Steps:
 
 The smoke preset is a short run at N = 256 that exercises the whole pipeline on CPU;
 gamma = 1e-4 makes the self-propulsion persist for 10^4 time units, so only the paper
-preset (N = 4096, 10^5 relaxation steps, on a GPU) approaches the stationary state.
+preset (N = 4096, 5 x 10^5 relaxation steps = 5 persistence times, on a GPU) approaches
+the stationary state; a run of it with 10^5 relaxation steps on an H200 had not yet
+separated into two phases. The main chains run together in one vmapped loop
+(``simulate_aoup`` with a chain axis).
 
 Outputs: ``local_epr.png``, ``training.png``, ``table.md``, ``summary.json``.
 """
@@ -64,10 +67,10 @@ class Config:
   epsilon: float = 0.0
   dt: float = 0.1
   chains: int = 4
-  relax_steps: int = 100_000
+  relax_steps: int = 500_000
   sample_every: int = 1000
   samples_per_chain: int = 64
-  chunk_steps: int = 10_000
+  chunk_steps: int = 20_000
   # Neighbour-list capacities of the simulation (simulate_aoup). Dense MIPS clusters
   # pack the soft particles beyond simulate_aoup's defaults (32 partners, twice the
   # close-packed count per cell: 11 here), which overflowed at packing fraction 0.7.
@@ -133,32 +136,38 @@ def system(cfg: Config, n: int, phi: float) -> active.AOUPParams:
                            half_width=active.box_half_width(n, phi))
 
 
-def simulate_chain(cfg: Config, params: active.AOUPParams, n: int, chain: int, tag: str,
-                   sim_dir, resume: bool) -> np.ndarray:
-  """``[samples_per_chain, 2, N, 2]`` states of one chain, simulated in chunks of
-  ``chunk_steps`` steps whose results are saved, so a resumed run skips finished chunks."""
-  key = jax.random.fold_in(jax.random.key(cfg.seed), zlib.crc32(f"{tag}/{chain}".encode()))
-  init_key, key = jax.random.split(key)
+def simulate_chains(cfg: Config, params: active.AOUPParams, n: int, chains: int, tag: str,
+                    sim_dir, resume: bool) -> np.ndarray:
+  """``[chains, samples_per_chain, 2, N, 2]`` states of independent chains, run together
+  (one vmapped loop) in chunks of ``chunk_steps`` steps whose results are saved, so a
+  resumed run skips finished chunks. Chain ``c`` has its own key (from ``tag`` and
+  ``c``) and random start."""
+  keys, states = [], []
+  for c in range(chains):
+    key = jax.random.fold_in(jax.random.key(cfg.seed), zlib.crc32(f"{tag}/{c}".encode()))
+    init_key, key = jax.random.split(key)
+    keys.append(key)
+    states.append(active.random_configuration(init_key, n, params))
+  keys, state = jnp.stack(keys), jnp.stack(states)
   total = cfg.relax_steps + cfg.sample_every * cfg.samples_per_chain
   total = -(-total // cfg.chunk_steps) * cfg.chunk_steps
-  state = active.random_configuration(init_key, n, params)
   saved = []
   for start in range(0, total, cfg.chunk_steps):
-    path = sim_dir / f"{tag}_chain{chain}_step{start + cfg.chunk_steps}.npy"
+    path = sim_dir / f"{tag}_chains{chains}_step{start + cfg.chunk_steps}.npy"
     if resume and path.exists():
       states = np.load(path)
     else:
-      res = active.simulate_aoup(key, state, params, cfg.dt, cfg.chunk_steps,
+      res = active.simulate_aoup(keys, state, params, cfg.dt, cfg.chunk_steps,
                                  save_every=cfg.sample_every, start_step=start,
                                  max_neighbors=cfg.max_neighbors, max_per_cell=cfg.max_per_cell)
-      states = np.asarray(res.states)
+      states = np.asarray(res.states)                            # [chains, saved, 2, N, 2]
       tmp = path.with_suffix(".tmp.npy")
       np.save(tmp, states)
       tmp.replace(path)
-    state = jnp.asarray(states[-1])
-    first_step = start + cfg.sample_every * np.arange(1, states.shape[0] + 1)
-    saved += [s for s, t in zip(states, first_step) if t > cfg.relax_steps]
-  return np.stack(saved[:cfg.samples_per_chain])
+    state = jnp.asarray(states[:, -1])
+    first_step = start + cfg.sample_every * np.arange(1, states.shape[1] + 1)
+    saved += [states[:, i] for i, t in enumerate(first_step) if t > cfg.relax_steps]
+  return np.stack(saved[:cfg.samples_per_chain], axis=1)
 
 
 def score_function(net, net_params, half_width, shift_g: bool):
@@ -237,8 +246,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     clock[name] = round(now - clock.pop("start"), 2)
     clock["start"] = now
 
-  chains = [simulate_chain(cfg, params, cfg.n_particles, c, "main", sim_dir, resume)
-            for c in range(cfg.chains)]
+  chains = simulate_chains(cfg, params, cfg.n_particles, cfg.chains, "main", sim_dir, resume)
   n_held = max(1, int(round(cfg.held_out * cfg.samples_per_chain)))
   train_x = np.concatenate([c[:-n_held] for c in chains])
   test_x = np.concatenate([c[-n_held:] for c in chains])
@@ -257,7 +265,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   targets += [(f"phi={phi}", cfg.n_particles, phi) for phi in cfg.transfer_packing]
   for label, n, phi in targets:
     p = system(cfg, n, phi)
-    x = simulate_chain(cfg, p, n, 0, label.replace("=", ""), sim_dir, resume)[-n_held:]
+    x = simulate_chains(cfg, p, n, 1, label.replace("=", ""), sim_dir, resume)[0, -n_held:]
     result = evaluate(net, net_params, p, x, cfg.shift_g)
     transfer[label] = {k: v for k, v in result.items() if k != "per_particle"}
   lap("transfer_s")

@@ -319,9 +319,17 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
   \sqrt{1 - e^{-2\gamma\Delta t}}\,\xi` in ``g``. Step ``t`` draws its noise from
   ``fold_in(key, start_step + t)``, so split runs reproduce a whole one.
 
+  Independent chains: ``state0 [C, 2, N, d]`` runs ``C`` chains in one vmapped loop
+  (on an H200 a step's time was mostly fixed: 170,000 steps took about 8 s at both
+  N = 4096 and N = 16384, ``benchmarks/results/gpu_checks_NVIDIA_H200.md``, so chains
+  share that cost rather than paying it in turn). Chain ``c`` draws its
+  noise from ``key[c]`` when ``key`` holds ``C`` keys, else from ``fold_in(key, c)``;
+  a chain run alone with the same key gives the same states.
+
   Args:
-    key: PRNG key.
-    state0: ``[2, N, d]`` initial positions (in the box) and self-propulsions.
+    key: PRNG key, or ``[C]`` keys (one per chain).
+    state0: ``[2, N, d]`` initial positions (in the box) and self-propulsions, or
+      ``[C, 2, N, d]`` for ``C`` independent chains.
     params: the system.
     dt: time step ``> 0``.
     n_steps: steps, a multiple of ``save_every``.
@@ -335,12 +343,22 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
       :class:`FloatingPointError` (naming the first saved step) on a non-finite state.
 
   Returns:
-    :class:`SimulationResult` with ``states [n_steps // save_every, 2, N, d]``.
+    :class:`SimulationResult` with ``states [n_steps // save_every, 2, N, d]`` (with
+    chains: ``[C, n_steps // save_every, 2, N, d]``, and ``rebuilds``, ``overflow`` per
+    chain).
   """
   check_params(params)
   state0 = _checks.as_float_array(state0, "state0")
-  if state0.ndim != 3 or state0.shape[0] != 2:
-    raise ValueError(f"state0 must be [2, N, d], got shape {state0.shape}")
+  if state0.ndim not in (3, 4) or state0.shape[-3] != 2:
+    raise ValueError(f"state0 must be [2, N, d] or [chains, 2, N, d], got shape "
+                     f"{state0.shape}")
+  chains = state0.shape[0] if state0.ndim == 4 else None
+  key = jnp.asarray(key)
+  if chains is None and key.shape != ():
+    raise ValueError(f"key must be a single key for state0 [2, N, d], got shape {key.shape}")
+  if chains is not None and key.shape not in ((), (chains,)):
+    raise ValueError(f"key must be a single key or {chains} keys (one per chain), got "
+                     f"shape {key.shape}")
   sde.check_time_step(dt)
   for name, v in (("n_steps", n_steps), ("save_every", save_every),
                   ("max_neighbors", max_neighbors)):
@@ -349,7 +367,7 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
     raise ValueError(f"n_steps ({n_steps}) must be a multiple of save_every ({save_every})")
   if not skin > 0:
     raise ValueError(f"skin must be positive, got {skin}")
-  _, n, dim = state0.shape
+  n, dim = state0.shape[-2:]
   cutoff = interaction_cutoff(params) + skin
   if max_per_cell is None:
     width = 2.0 * params.half_width / _cells_per_side(params.half_width, cutoff)
@@ -357,21 +375,38 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
                              * params.radius ** dim)
     max_per_cell = max(8, int(math.ceil(2 * packed)))
   params = AOUPParams(*(float(v) for v in params))
-  run = functools.partial(_simulate, params=params, dt=float(dt), n_steps=int(n_steps),
-                          save_every=int(save_every), skin=float(skin),
-                          max_neighbors=int(max_neighbors), max_per_cell=int(max_per_cell))
-  result = run(key, state0, jnp.int32(start_step))
+  static = dict(params=params, dt=float(dt), n_steps=int(n_steps),
+                save_every=int(save_every), skin=float(skin),
+                max_neighbors=int(max_neighbors), max_per_cell=int(max_per_cell))
+  if chains is None:
+    result = _simulate(key, state0, jnp.int32(start_step), **static)
+  else:
+    keys = key if key.shape else jax.vmap(lambda c: jax.random.fold_in(key, c))(
+        jnp.arange(chains))
+    result = _simulate_chains(keys, state0, jnp.int32(start_step), **static)
   if check:
-    if int(result.overflow) > 0:
-      raise ValueError(f"neighbour-list capacity overflowed {int(result.overflow)} times; "
+    overflow = int(np.sum(np.asarray(result.overflow)))
+    if overflow > 0:
+      raise ValueError(f"neighbour-list capacity overflowed {overflow} times; "
                        f"raise max_neighbors (now {max_neighbors}) or max_per_cell (now "
                        f"{max_per_cell})")
-    finite = np.all(np.isfinite(np.asarray(result.states)), axis=(1, 2, 3))
+    states = np.asarray(result.states)
+    finite = np.all(np.isfinite(states.reshape(states.shape[:-3] + (-1,))), axis=-1)
     if not finite.all():
-      first_bad = int(np.argmin(finite))
+      # The first saved state that is not finite, over the chains.
+      finite = finite.reshape(-1, finite.shape[-1])
+      first_bad = int(np.min(np.where(finite.all(-1), finite.shape[-1],
+                                      np.argmin(finite, axis=-1))))
       raise FloatingPointError(f"non-finite state at step {start_step + (first_bad + 1) * save_every}"
                                f" (dt={dt})")
   return result
+
+
+@functools.partial(jax.jit, static_argnames=("params", "dt", "n_steps", "save_every", "skin",
+                                             "max_neighbors", "max_per_cell"))
+def _simulate_chains(keys, states, start_step, **static) -> SimulationResult:
+  """:func:`_simulate` of each chain (``keys [C]``, ``states [C, 2, N, d]``), vmapped."""
+  return jax.vmap(lambda k, x: _simulate(k, x, start_step, **static))(keys, states)
 
 
 def random_configuration(key: Array, n: int, params: AOUPParams, dim: int = 2) -> Array:

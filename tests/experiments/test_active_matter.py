@@ -27,7 +27,7 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   # The reported rate is gamma E|g + s_g|^2 (eps = 0) with the trained network, on the
   # held-out samples: recompute it directly from the saved simulation and checkpoint.
   params = am.system(TINY, 40, 0.5)
-  chain = am.simulate_chain(TINY, params, 40, 0, "main", run_dir.path / "sim", resume=True)
+  chain = am.simulate_chains(TINY, params, 40, 1, "main", run_dir.path / "sim", resume=True)[0]
   net, net_params = am.train_score(TINY, params, chain[:-2], run_dir, resume=True)
   x = jnp.asarray(chain[-2:])
   # With the g-shift (the default) s_g = NN_g - g, so g + s_g is the network's g-part.

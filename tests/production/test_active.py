@@ -123,6 +123,32 @@ def test_drift_with_and_without_neighbors_and_its_linear_limit(x64):
                              jnp.diagonal(d).reshape(2, 1, 2).repeat(n, axis=1))
 
 
+def test_chains_in_one_loop_equal_each_chain_alone():
+  """``state0 [C, 2, N, d]`` runs C chains vmapped; each is bit-for-bit the chain run
+  alone with its key (given keys, or fold_in of one key), its own neighbour-list
+  rebuild count included, and a non-finite chain names its first bad saved step."""
+  p = params(64, 0.5)
+  keys = jax.random.split(jax.random.key(0), 3)
+  x0 = jnp.stack([active.random_configuration(jax.random.key(i), 64, p) for i in range(3)])
+  both = active.simulate_aoup(keys, x0, p, 0.1, 400, save_every=100, start_step=7)
+  assert both.states.shape == (3, 4, 2, 64, 2)
+  for c in range(3):
+    alone = active.simulate_aoup(keys[c], x0[c], p, 0.1, 400, save_every=100, start_step=7)
+    np.testing.assert_array_equal(both.states[c], alone.states)
+    assert int(both.rebuilds[c]) == int(alone.rebuilds) > 1
+  folded = active.simulate_aoup(jax.random.key(5), x0, p, 0.1, 200, save_every=100)
+  alone = active.simulate_aoup(jax.random.fold_in(jax.random.key(5), 1), x0[1], p, 0.1, 200,
+                               save_every=100)
+  np.testing.assert_array_equal(folded.states[1], alone.states)
+  with pytest.raises(ValueError, match="one per chain"):
+    active.simulate_aoup(keys[:2], x0, p, 0.1, 100)
+  with pytest.raises(ValueError, match="single key"):
+    active.simulate_aoup(keys, x0[0], p, 0.1, 100)
+  bad = x0.at[2, 1].set(jnp.inf)  # chain 2's self-propulsion: infinite from the start
+  with pytest.raises(FloatingPointError, match="step 100 "):
+    active.simulate_aoup(keys, bad, p, 0.1, 200, save_every=100)
+
+
 def test_bad_input_raises():
   p = params()
   with pytest.raises(ValueError, match="params.gamma"):
