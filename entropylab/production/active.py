@@ -354,6 +354,8 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
                      f"{state0.shape}")
   chains = state0.shape[0] if state0.ndim == 4 else None
   key = jnp.asarray(key)
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.wrap_key_data(key)  # raw uint32 keys (jax.random.PRNGKey)
   if chains is None and key.shape != ():
     raise ValueError(f"key must be a single key for state0 [2, N, d], got shape {key.shape}")
   if chains is not None and key.shape not in ((), (chains,)):

@@ -140,6 +140,10 @@ def test_chains_in_one_loop_equal_each_chain_alone():
   alone = active.simulate_aoup(jax.random.fold_in(jax.random.key(5), 1), x0[1], p, 0.1, 200,
                                save_every=100)
   np.testing.assert_array_equal(folded.states[1], alone.states)
+  raw = active.simulate_aoup(jax.random.PRNGKey(3), x0[0], p, 0.1, 100, save_every=100)
+  typed = active.simulate_aoup(jax.random.wrap_key_data(jax.random.PRNGKey(3)), x0[0], p,
+                               0.1, 100, save_every=100)
+  np.testing.assert_array_equal(raw.states, typed.states)  # raw uint32 keys are accepted
   with pytest.raises(ValueError, match="one per chain"):
     active.simulate_aoup(keys[:2], x0, p, 0.1, 100)
   with pytest.raises(ValueError, match="single key"):
