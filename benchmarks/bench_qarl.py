@@ -84,6 +84,8 @@ def measure(mode: str, seeds: int, length: int, iterations: int) -> dict:
 
 
 def _best_seconds(fn, *args, repeats: int = 20) -> float:
+  """Fastest of ``repeats`` calls: a ceiling takes the best case, where
+  ``bench_info.time_call`` reports the median."""
   jax.block_until_ready(fn(*args))
   best = float("inf")
   for _ in range(repeats):

@@ -25,15 +25,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.bench_info import time_call
 from entropylab.info import spectral
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def _kernel_matrix(x, sigma):
-  w = spectral._kernel(x, sigma)
-  r = jax.lax.rsqrt(jnp.sum(w, axis=-1))
-  return r[:, None] * w * r[None, :]
+  return spectral._diffusion_operator(spectral._kernel(x, sigma))
 
 
 def _routines():
@@ -52,19 +51,6 @@ def _routines():
   return out
 
 
-def _median_ms(fn, arg, min_samples=5, budget_s=1.0):
-  jax.block_until_ready(fn(arg))
-  times = []
-  start = time.perf_counter()
-  while len(times) < min_samples or time.perf_counter() - start < budget_s:
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(arg))
-    times.append(time.perf_counter() - t0)
-    if len(times) >= 200:
-      break
-  return 1e3 * float(np.median(times))
-
-
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m benchmarks.spectrum_routines")
   parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000])
@@ -76,20 +62,19 @@ def main(argv=None) -> int:
   rows = []
   for n in args.sizes:
     x64 = rng.normal(size=(n, args.dims))
-    ref = None
     with jax.enable_x64(True):
       k64 = jax.jit(_kernel_matrix)(jnp.asarray(x64), 10.0)
       ref = float(spectral._spectrum_entropy_bits(jnp.linalg.eigvalsh(k64), 1.0))
     x = jnp.asarray(x64, jnp.float32)
     k = jax.jit(_kernel_matrix)(x, jnp.float32(10.0))
     whole = jax.jit(lambda x: spectral._points_entropy(x, jnp.float32(10.0), jnp.float32(1.0)))
-    rows.append((n, "diffusion_spectral_entropy (whole, eigvalsh)", _median_ms(whole, x),
+    rows.append((n, "diffusion_spectral_entropy (whole, eigvalsh)", 1e3 * time_call(whole, x)[0],
                  float(whole(x)), ref))
     for name, fn in _routines().items():
       f = jax.jit(fn)
       try:
-        ms = _median_ms(f, k)
-        lam = f(k)
+        seconds, lam = time_call(f, k)
+        ms = 1e3 * seconds
         h = float(spectral._spectrum_entropy_bits(lam, jnp.float32(1.0)))
       except Exception as e:  # noqa: BLE001 - a routine a backend lacks is reported
         rows.append((n, f"{name}: {type(e).__name__}", float("nan"), float("nan"), ref))
@@ -103,7 +88,7 @@ def main(argv=None) -> int:
            f"- command: `python -m benchmarks.spectrum_routines --sizes "
            f"{' '.join(map(str, args.sizes))}`",
            f"- matrices: K = D^-1/2 W D^-1/2 of N standard normal points in d={args.dims}, "
-           "sigma=10, float32; times are medians of jitted calls (compile excluded); "
+           "sigma=10, float32; times are medians of jitted calls (`benchmarks.bench_info.time_call`, compile excluded); "
            "DSE in bits, reference = float64 eigvalsh", "",
            "| N | routine | ms | DSE (float32) | DSE float64 reference | abs diff |",
            "|---:|---|---:|---:|---:|---:|"]

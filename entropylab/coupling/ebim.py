@@ -208,11 +208,14 @@ def _code_order(plan: _CodePlan, p_t: Array) -> Array:
   n = p_t.shape[0]
   j = jnp.arange(n, dtype=jnp.int32)
   has_top, has_pair = plan.has_top, plan.has_pair
-  # The s-th single: rank prefix + s, skipping the pair's ranks pa < pb.
-  u = j + plan.prefix
-  u = u + (u >= plan.pa)
-  u = u + (u >= plan.pb)
-  singles = plan.by_large[jnp.minimum(u, n - 1)]
+
+  def single(s):  # the s-th single: rank prefix + s, skipping the pair's ranks pa < pb
+    u = s + plan.prefix
+    u = u + (u >= plan.pa)
+    u = u + (u >= plan.pb)
+    return plan.by_large[jnp.clip(u, 0, n - 1)]
+
+  singles = single(j)
   n_single = plan.count - plan.prefix - 2 * has_pair.astype(jnp.int32)
   s_val = jnp.where(j < n_single, p_t[singles], -1.0)
   v1, v2 = p_t[plan.c1], p_t[plan.c2]
@@ -226,13 +229,9 @@ def _code_order(plan: _CodePlan, p_t: Array) -> Array:
   at1 = has_top & (j == pos1)
   at2 = has_pair & (j == pos2)
   s = j - (has_top & (pos1 < j)) - (has_pair & (pos2 < j))
-  us = s + plan.prefix  # the s-th single's rank, as above
-  us = us + (us >= plan.pa)
-  us = us + (us >= plan.pb)
-  single = plan.by_large[jnp.clip(us, 0, n - 1)]
   live = j < n_single + has_top + has_pair
   zero = jnp.argmin(p_t).astype(jnp.int32)
-  return jnp.where(at1, plan.c1, jnp.where(at2, plan.c2, jnp.where(live, single, zero)))
+  return jnp.where(at1, plan.c1, jnp.where(at2, plan.c2, jnp.where(live, single(s), zero)))
 
 
 _ebim_core = jax.jit(jnp.vectorize(_ebim_single, signature="(n),()->(n,n)"))

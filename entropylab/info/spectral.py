@@ -112,11 +112,15 @@ def _spectrum_entropy_bits(lam: Array, t: Array, keep: Optional[Array] = None) -
   return jnp.maximum(h, 0.0)
 
 
-def _entropy_from_kernel(w: Array, t: Array) -> Array:
-  """DSE of the graph with affinities ``w: [n, n]`` (row sums are >= 1: self-loops)."""
+def _diffusion_operator(w: Array) -> Array:
+  """``K = D^-1/2 W D^-1/2`` of affinities ``w: [n, n]`` (row sums are >= 1: self-loops)."""
   r = lax.rsqrt(jnp.sum(w, axis=-1))
-  k = r[:, None] * w * r[None, :]  # eigvalsh symmetrises rounding asymmetry away
-  return _spectrum_entropy_bits(jnp.linalg.eigvalsh(k), t)
+  return r[:, None] * w * r[None, :]  # eigvalsh symmetrises rounding asymmetry away
+
+
+def _entropy_from_kernel(w: Array, t: Array) -> Array:
+  """DSE of the graph with affinities ``w: [n, n]``."""
+  return _spectrum_entropy_bits(jnp.linalg.eigvalsh(_diffusion_operator(w)), t)
 
 
 def _points_entropy(x: Array, sigma: Array, t: Array) -> Array:

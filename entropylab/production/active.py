@@ -319,12 +319,9 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
   \sqrt{1 - e^{-2\gamma\Delta t}}\,\xi` in ``g``. Step ``t`` draws its noise from
   ``fold_in(key, start_step + t)``, so split runs reproduce a whole one.
 
-  Independent chains: ``state0 [C, 2, N, d]`` runs ``C`` chains in one vmapped loop
-  (on an H200 a step's time was mostly fixed: 170,000 steps took about 8 s at both
-  N = 4096 and N = 16384, ``benchmarks/results/gpu_checks_NVIDIA_H200.md``, so chains
-  share that cost rather than paying it in turn). Chain ``c`` draws its
-  noise from ``key[c]`` when ``key`` holds ``C`` keys, else from ``fold_in(key, c)``;
-  a chain run alone with the same key gives the same states.
+  Independent chains: ``state0 [C, 2, N, d]`` runs ``C`` chains in one vmapped loop.
+  Chain ``c`` draws its noise from ``key[c]`` when ``key`` holds ``C`` keys, else from
+  ``fold_in(key, c)``; a chain run alone with the same key gives the same states.
 
   Args:
     key: PRNG key, or ``[C]`` keys (one per chain).
