@@ -17,6 +17,11 @@ Cases, each run for float64 marginals (with ``jax_enable_x64``) and for float32 
     >= 100x the peer's throughput. ``--quick`` uses 512 couplings.
 (3) beside every row, the time of ``jnp.sort`` of the same marginals (jitted): the
     ``O(n log n)`` floor of any exact greedy that orders the masses.
+(4) beside every row, the same greedy compiled from C (``benchmarks/native/greedy_tree.c``:
+    tournament trees with branch-free updates, ``gcc -O3 -march=native -fopenmp``, the
+    batch split over all cores): what native code reaches on this CPU, the ceiling the
+    goals are weighed against. Its cells must equal the float64 peer's in every run.
+    Skipped (``n/a``) when no C compiler is found (``$CC``, ``cc`` or ``gcc``).
 
 Timing: ``benchmarks.bench_info.time_call`` (two untimed calls, then the median of
 samples that each run the function back to back for at least ~10 ms). The timed peer
@@ -32,11 +37,15 @@ The Markdown table is printed and written to
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime as _dt
 import heapq
 import os
 import platform as _platform
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -113,6 +122,58 @@ def numpy_sort_floor(*xs):
   return tuple(np.sort(x, axis=-1) for x in xs)
 
 
+class CompiledGreedy:
+  """``benchmarks/native/greedy_tree.c`` compiled into a temporary folder and loaded with
+  ctypes: ``(P [B, n], Q [B, m]) -> (rows, cols, mass)``, each ``[B, n + m - 1]``,
+  computed in float64. ``CompiledGreedy.load()`` returns ``None`` and says why on stderr
+  when there is no C compiler or the build fails."""
+
+  SOURCE = Path(__file__).resolve().parent / "native" / "greedy_tree.c"
+
+  def __init__(self, library: Path, flags: str):
+    self._lib = ctypes.CDLL(str(library))
+    self._lib.greedy_tree_batch.restype = None
+    self._lib.greedy_tree_threads.restype = ctypes.c_int
+    self.threads = int(self._lib.greedy_tree_threads())
+    self.flags = flags
+
+  @classmethod
+  def load(cls):
+    compiler = next((c for c in (os.environ.get("CC"), "cc", "gcc") if c and shutil.which(c)),
+                    None)
+    if compiler is None:
+      print("bench_coupling: no C compiler found; the native column is skipped",
+            file=sys.stderr)
+      return None
+    folder = Path(tempfile.mkdtemp(prefix="entropylab_native_"))
+    library = folder / "greedy_tree.so"
+    errors = []
+    for flags in ("-O3 -march=native -fopenmp", "-O3 -march=native", "-O3"):
+      cmd = [compiler, *flags.split(), "-shared", "-fPIC", "-o", str(library), str(cls.SOURCE)]
+      done = subprocess.run(cmd, capture_output=True, text=True)
+      if done.returncode == 0:
+        loaded = cls(library, flags)
+        shutil.rmtree(folder, ignore_errors=True)  # the loaded library stays mapped
+        return loaded
+      errors.append(f"{' '.join(cmd)}: {done.stderr.strip()[:300]}")
+    print("bench_coupling: the native greedy did not build; its column is skipped\n"
+          + "\n".join(errors), file=sys.stderr)
+    return None
+
+  def __call__(self, P: np.ndarray, Q: np.ndarray):
+    P = np.ascontiguousarray(np.atleast_2d(P), np.float64)
+    Q = np.ascontiguousarray(np.atleast_2d(Q), np.float64)
+    batch, n, m = P.shape[0], P.shape[1], Q.shape[1]
+    steps = n + m - 1
+    mass = np.empty((batch, steps), np.float64)
+    rows = np.empty((batch, steps), np.int32)
+    cols = np.empty((batch, steps), np.int32)
+    ptr = lambda a: ctypes.c_void_p(a.ctypes.data)
+    self._lib.greedy_tree_batch(ptr(P), ptr(Q), ctypes.c_int(batch), ctypes.c_int(n),
+                                ctypes.c_int(m), ptr(mass), ptr(rows), ptr(cols))
+    return rows, cols, mass
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -166,21 +227,34 @@ def _marginals(rng, shape, dtype):
 def run(args) -> tuple[list[dict], dict]:
   dtypes = (args.dtype,) if args.dtype else DTYPES
   results = []
+  compiled = CompiledGreedy.load()
   for name in dtypes:
     with jax.enable_x64(name == "float64"):
-      results += _run_dtype(args, np.dtype(name))
+      results += _run_dtype(args, np.dtype(name), compiled)
   meta = dict(device=jax.devices()[0], quick=args.quick, dtypes=dtypes,
-              batch=QUICK_BATCH if args.quick else BATCH)
+              batch=QUICK_BATCH if args.quick else BATCH,
+              compiled=None if compiled is None else (compiled.flags, compiled.threads))
   return results, meta
 
 
-def _run_dtype(args, dtype) -> list[dict]:
+def _compiled_columns(compiled, peer_timing, P64, Q64, peer64, m: int) -> dict:
+  """Time of the compiled greedy on the float64 marginals and the largest difference of
+  its cells from the float64 peer's (``peer64``: one cell list or a list of them)."""
+  if compiled is None:
+    return dict(c_ms=None, c_diff=0.0)
+  t, (rows, cols, mass) = time_call(compiled, P64, Q64, **peer_timing)
+  peers = peer64 if isinstance(peer64, list) else [peer64]
+  diff = max(_sparse_diff((rows[b], cols[b], mass[b]), peers[b], m) for b in range(len(peers)))
+  return dict(c_ms=t, c_diff=diff)
+
+
+def _run_dtype(args, dtype, compiled=None) -> list[dict]:
   sizes = QUICK_SIZES if args.quick else SIZES
   batch = QUICK_BATCH if args.quick else BATCH
   timing = dict(min_samples=3, budget_s=0.5) if args.quick else dict(min_samples=5, budget_s=2.0)
   peer_timing = dict(min_samples=3, budget_s=0.5) if args.quick else dict(min_samples=3,
                                                                            budget_s=3.0)
-  native = dtype != np.float64
+  in_dtype = dtype != np.float64
   device = jax.devices()[0]
   rng = np.random.default_rng(args.seed)
   results = []
@@ -198,7 +272,8 @@ def _run_dtype(args, dtype) -> list[dict]:
     t_np_floor, _ = time_call(numpy_sort_floor, p, q, **timing)
     common["np_floor"] = t_np_floor
     t_peer, peer = time_call(numpy_heap_greedy, p64, q64, **peer_timing)
-    if native:
+    common.update(_compiled_columns(compiled, peer_timing, p64, q64, peer, n))
+    if in_dtype:
       peer = numpy_heap_greedy(p, q, native=True)
     t_ours, ours = time_call(sparse_fn, pj, qj, **timing)
     results.append(dict(case=f"`greedy_mec_sparse` ({_kernel(1, n)})", n=n, batch=1,
@@ -206,7 +281,7 @@ def _run_dtype(args, dtype) -> list[dict]:
                         floor=t_floor, diff=_sparse_diff(ours, peer, n), **common))
     if n <= DENSE_MAX:
       t_peer, peer = time_call(numpy_heap_greedy_dense, p64, q64, **peer_timing)
-      if native:
+      if in_dtype:
         peer = numpy_heap_greedy_dense(p, q, native=True)
       t_ours, ours = time_call(dense_fn, pj, qj, **timing)
       results.append(dict(case=f"`greedy_mec` dense ({_kernel(1, n)})", n=n, batch=1,
@@ -221,7 +296,8 @@ def _run_dtype(args, dtype) -> list[dict]:
   t_floor, _ = time_call(floor_fn, Pj, Qj, **timing)
   common["np_floor"], _ = time_call(numpy_sort_floor, P, Q, **timing)
   t_peer, peer = time_call(peer_batch_sparse, P64, Q64, **peer_timing)
-  if native:
+  common.update(_compiled_columns(compiled, peer_timing, P64, Q64, peer, n))
+  if in_dtype:
     peer = peer_batch_sparse(P, Q, native=True)
   t_ours, ours = time_call(jax.jit(jax.vmap(greedy_mec_sparse)), Pj, Qj, **timing)
   diff = max(_sparse_diff([o[b] for o in ours], peer[b], n) for b in range(batch))
@@ -229,13 +305,14 @@ def _run_dtype(args, dtype) -> list[dict]:
                       batch=batch, ours=t_ours, peer=t_peer,
                       peer_name="loop of heapq greedy (cells)", floor=t_floor, diff=diff,
                       **common))
-  dense_peer = [numpy_heap_greedy_dense(a, b, native) for a, b in zip(P, Q)] if native else None
+  dense_peer = ([numpy_heap_greedy_dense(a, b, True) for a, b in zip(P, Q)] if in_dtype
+                else None)
   t_peer, peer = time_call(peer_batch_dense, P64, Q64, **peer_timing)
   t_ours, ours = time_call(jax.jit(jax.vmap(greedy_mec)), Pj, Qj, **timing)
   results.append(dict(case=f"`vmap(greedy_mec)` dense ({_kernel(batch, n)})", n=n,
                       batch=batch, ours=t_ours, peer=t_peer,
                       peer_name="loop of heapq greedy + dense fill", floor=t_floor,
-                      diff=_dense_diff(ours, np.stack(dense_peer) if native else peer),
+                      diff=_dense_diff(ours, np.stack(dense_peer) if in_dtype else peer),
                       **common))
   return results
 
@@ -272,27 +349,38 @@ def to_markdown(results, meta) -> str:
       "peer computes in Python floats (float64)",
       "",
       "| case | dtype | n = m | batch | ours ms | peer | peer ms | peer / ours | ours couplings/s "
-      "| peer couplings/s | sort floor ms | ours / floor | NumPy sort ms | max abs diff |",
-      "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+      "| peer couplings/s | sort floor ms | ours / floor | NumPy sort ms | C ms | peer / C "
+      "| max abs diff |",
+      "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for r in results:
     cells = [
         r["case"], r["dtype"], str(r["n"]), str(r["batch"]), _fmt_ms(r["ours"]), r["peer_name"],
         _fmt_ms(r["peer"]), f"{r['peer'] / r['ours']:.1f}", f"{r['batch'] / r['ours']:,.0f}",
         f"{r['batch'] / r['peer']:,.0f}", _fmt_ms(r["floor"]), f"{r['ours'] / r['floor']:.1f}",
-        _fmt_ms(r["np_floor"]), f"{r['diff']:.1e}",
+        _fmt_ms(r["np_floor"]),
+        "n/a" if r["c_ms"] is None else _fmt_ms(r["c_ms"]),
+        "n/a" if r["c_ms"] is None else f"{r['peer'] / r['c_ms']:.1f}",
+        f"{r['diff']:.1e}",
     ]
     lines.append("| " + " | ".join(cells) + " |")
-  ok = all(r["diff"] <= TOL for r in results)
+  ok = all(r["diff"] <= TOL and r["c_diff"] <= TOL for r in results)
+  if meta["compiled"] is None:
+    c_note = "C: not built (no C compiler)"
+  else:
+    c_note = (f"C = `benchmarks/native/greedy_tree.c` built with `{meta['compiled'][0]}`, "
+              f"{meta['compiled'][1]} thread(s), float64 (the same for both dtypes' rows), "
+              "its cells checked against the float64 peer's")
   batch = meta["batch"]
   lines += [
       "",
       "Columns: time per call (median, jitted, compile excluded; the peer is plain Python "
       "+ NumPy); peer / ours > 1 means ours is faster (for batches it is the throughput "
       "ratio); sort floor = `jnp.sort` of the same marginals, jitted; NumPy sort = "
-      "`np.sort` of the same marginals on the host; max abs diff = "
+      "`np.sort` of the same marginals on the host; C ms = the compiled greedy's cell list "
+      "(also beside the dense rows); max abs diff = "
       "largest |ours - peer| over all cells, the peer run in the marginals' dtype "
-      f"(tolerance {TOL:g}).",
+      f"(tolerance {TOL:g}); {c_note}.",
       "",
       f"- goal one coupling at n = 10^4 >= {SINGLE_GOAL:g}x the NumPy greedy (cells): "
       + _goal(results, "`greedy_mec_sparse`", 10_000, 1, SINGLE_GOAL),
@@ -309,14 +397,18 @@ def to_markdown(results, meta) -> str:
           f"- {r['dtype']} batch: {BATCH_GOAL:g}x the peer means ours in at most "
           f"{_fmt_ms(r['peer'] / BATCH_GOAL)} ms; NumPy sorts the same marginals in "
           f"{_fmt_ms(r['np_floor'])} ms, jnp.sort in {_fmt_ms(r['floor'])} ms, ours takes "
-          f"{_fmt_ms(r['ours'])} ms")
+          f"{_fmt_ms(r['ours'])} ms"
+          + ("" if r["c_ms"] is None else
+             f"; the compiled C greedy takes {_fmt_ms(r['c_ms'])} ms "
+             f"({r['peer'] / r['c_ms']:.0f}x the peer)"))
   return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
   args = parse_args(argv)
   results, meta = run(args)
-  bad = [f"{r['case']} {r['dtype']}" for r in results if r["diff"] > TOL]
+  bad = [f"{r['case']} {r['dtype']}" for r in results
+         if r["diff"] > TOL or r["c_diff"] > TOL]
   return finish(args.out, "bench_coupling", meta["device"], to_markdown(results, meta), bad,
                 f"couplings differ from the peer beyond {TOL:g}")
 
