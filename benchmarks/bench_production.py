@@ -12,6 +12,9 @@ Cases, all in one process on one device:
     jitted Euler-Maruyama loop with ``pair_forces_dense``. Reported as particle-steps per
     second and as the peer's time over ours; the final states must agree to 1e-3 (the
     neighbour list drops pairs beyond the cutoff, each below exp(-12) / beta).
+    Also at the largest N: ``CHAINS`` independent chains in one ``simulate_aoup`` call
+    (``state0 [C, 2, N, d]``) against the same chains run one after another; each
+    chain's final state must equal its lone run bit for bit.
 (b) Score-training throughput at the same sizes: optimizer steps per second of an MLP
     score (two hidden layers of 128) on ``[2, N, 2]`` states with the antithetic
     denoising loss, batch 32, Adam.
@@ -56,6 +59,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SIZES = (256, 1024)
 STEPS = 200
 QUICK_STEPS = 50
+CHAINS = 4
 MIPS = dict(v0=0.025, gamma=1e-4, epsilon=0.0)
 PACKING = 0.5
 DT = 0.1
@@ -110,6 +114,24 @@ def simulation_rows(steps: int, timing: dict) -> tuple[list[dict], list[str]]:
     print(f"  simulate N={n}: ours {t_ours * 1e3:.1f} ms, all pairs {t_peer * 1e3:.1f} ms",
           flush=True)
   return rows, bad
+
+
+def chain_row(steps: int, timing: dict) -> tuple[dict, list[str]]:
+  n = SIZES[-1]
+  p = mips_params(n)
+  s0 = jnp.stack([active.random_configuration(jax.random.key(c), n, p) for c in range(CHAINS)])
+  keys = jax.random.split(jax.random.key(2), CHAINS)
+  together = lambda s: active.simulate_aoup(keys, s, p, DT, steps, save_every=steps).states[:, -1]
+  apart = lambda s: jnp.stack([
+      active.simulate_aoup(keys[c], s[c], p, DT, steps, save_every=steps).states[-1]
+      for c in range(CHAINS)])
+  t_together, out = time_call(together, s0, **timing)
+  t_apart, ref = time_call(apart, s0, **timing)
+  bad = [] if np.array_equal(np.asarray(out), np.asarray(ref)) else [
+      f"{CHAINS} chains in one loop differ from their lone runs"]
+  print(f"  {CHAINS} chains N={n}: one loop {t_together * 1e3:.1f} ms, one after another "
+        f"{t_apart * 1e3:.1f} ms", flush=True)
+  return dict(n=n, steps=steps, together=t_together, apart=t_apart, equal=not bad), bad
 
 
 # --------------------------------------------------------------------------- (b) training
@@ -222,7 +244,7 @@ def parse_args(argv):
   return args
 
 
-def to_markdown(sim, train, cost, device, quick: bool) -> str:
+def to_markdown(sim, chains, train, cost, device, quick: bool) -> str:
   now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
   lines = [
       f"# bench_production on {device.device_kind}{' (quick)' if quick else ''}",
@@ -243,6 +265,12 @@ def to_markdown(sim, train, cost, device, quick: bool) -> str:
                  f"{r['ours'] * 1e3:.1f} | {r['n'] * r['steps'] / r['ours']:.3g} | "
                  f"{r['peer'] * 1e3:.1f} | {r['peer'] / r['ours']:.2f} | {r['diff']:.1e} | "
                  f"{r['rebuilds']} |")
+  lines += ["", f"| {CHAINS} chains (MIPS, float32) | N | steps | one loop ms | one after another "
+            "ms | one after another / one loop | states equal |", "|---|---:|---:|---:|---:|---:|---|",
+            f"| `simulate_aoup` with `state0 [{CHAINS}, 2, N, 2]` | {chains['n']} | "
+            f"{chains['steps']} | {chains['together'] * 1e3:.1f} | {chains['apart'] * 1e3:.1f} | "
+            f"{chains['apart'] / chains['together']:.2f} | "
+            f"{'bit for bit' if chains['equal'] else 'NO'} |"]
   lines += ["", "| score training (DSM, MLP 128-128, batch 32) | N | ms per step | steps / s |",
             "|---|---:|---:|---:|"]
   for r in train:
@@ -272,11 +300,13 @@ def main(argv=None) -> int:
   timing = dict(min_samples=3, budget_s=0.5) if args.quick else dict(min_samples=5,
                                                                      budget_s=2.0)
   sim, bad = simulation_rows(QUICK_STEPS if args.quick else STEPS, timing)
+  chains, bad_chains = chain_row(QUICK_STEPS if args.quick else STEPS, timing)
+  bad += bad_chains
   train = training_rows(timing)
   cost = cost_rows(QUICK_MAX_STEPS if args.quick else MAX_STEPS)
   return finish(args.out, "bench_production", device,
-                to_markdown(sim, train, cost, device, args.quick), bad,
-                "simulation disagrees with the all-pairs peer")
+                to_markdown(sim, chains, train, cost, device, args.quick), bad,
+                "simulation disagrees with its references")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ The smoke preset is a short run at N = 256 that exercises the whole pipeline on 
 gamma = 1e-4 makes the self-propulsion persist for 10^4 time units, so only the paper
 preset (N = 4096, 5 x 10^5 relaxation steps = 5 persistence times, on a GPU) approaches
 the stationary state; a run of it with 10^5 relaxation steps on an H200 had not yet
-separated into two phases. The main chains run together in one vmapped loop
-(``simulate_aoup`` with a chain axis).
+separated into two phases. The main chains run in one ``simulate_aoup`` call per chunk
+(one compiled loop on accelerators). The summary records, after every chunk, the shares
+of particles in dense and in dilute surroundings (``active.phase_fractions``), so a run
+shows whether and when it phase-separated.
 
 Outputs: ``local_epr.png``, ``training.png``, ``table.md``, ``summary.json``.
 """
@@ -44,7 +46,7 @@ import dataclasses
 import math
 import time
 import zlib
-from typing import Mapping
+from typing import Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +73,9 @@ class Config:
   sample_every: int = 1000
   samples_per_chain: int = 64
   chunk_steps: int = 20_000
+  # Initial positions: None = uniform in the box; a number = normal around the centre
+  # with standard deviation initial_spread * L (random_configuration's ``spread``).
+  initial_spread: Optional[float] = None
   # Neighbour-list capacities of the simulation (simulate_aoup). Dense MIPS clusters
   # pack the soft particles beyond simulate_aoup's defaults (32 partners, twice the
   # close-packed count per cell: 11 here), which overflowed at packing fraction 0.7.
@@ -111,6 +116,10 @@ class Config:
       value = getattr(self, name)
       if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite positive number, got {value}")
+    if self.initial_spread is not None and not (math.isfinite(self.initial_spread)
+                                                and self.initial_spread > 0):
+      raise ValueError(f"initial_spread must be None or a finite positive number, got "
+                       f"{self.initial_spread}")
     if not self.epsilon >= 0:
       raise ValueError(f"epsilon must be >= 0, got {self.epsilon}")
     if not 0 < self.held_out < 1:
@@ -137,18 +146,21 @@ def system(cfg: Config, n: int, phi: float) -> active.AOUPParams:
 
 
 def simulate_chains(cfg: Config, params: active.AOUPParams, n: int, chains: int, tag: str,
-                    sim_dir, resume: bool) -> np.ndarray:
-  """``[chains, samples_per_chain, 2, N, 2]`` states of independent chains, run together
-  (one vmapped loop) in chunks of ``chunk_steps`` steps whose results are saved, so a
-  resumed run skips finished chunks. Chain ``c`` has its own key (from ``tag`` and
-  ``c``) and random start."""
+                    sim_dir, resume: bool) -> tuple[np.ndarray, list[dict]]:
+  """``[chains, samples_per_chain, 2, N, 2]`` states of independent chains (one
+  ``simulate_aoup`` call per chunk: one loop on accelerators) in chunks of
+  ``chunk_steps`` steps whose results are saved, so a resumed run skips finished
+  chunks; and the relaxation record: after each chunk, the chain-averaged shares of
+  particles in dense and dilute surroundings (``active.phase_fractions``). Chain ``c``
+  has its own key (from ``tag`` and ``c``) and random start."""
   keys, states = [], []
   for c in range(chains):
     key = jax.random.fold_in(jax.random.key(cfg.seed), zlib.crc32(f"{tag}/{c}".encode()))
     init_key, key = jax.random.split(key)
     keys.append(key)
-    states.append(active.random_configuration(init_key, n, params))
+    states.append(active.random_configuration(init_key, n, params, spread=cfg.initial_spread))
   keys, state = jnp.stack(keys), jnp.stack(states)
+  relaxation = [_phases(0, state[:, 0], params)]
   total = cfg.relax_steps + cfg.sample_every * cfg.samples_per_chain
   total = -(-total // cfg.chunk_steps) * cfg.chunk_steps
   saved = []
@@ -165,9 +177,16 @@ def simulate_chains(cfg: Config, params: active.AOUPParams, n: int, chains: int,
       np.save(tmp, states)
       tmp.replace(path)
     state = jnp.asarray(states[:, -1])
+    relaxation.append(_phases(start + cfg.chunk_steps, state[:, 0], params))
     first_step = start + cfg.sample_every * np.arange(1, states.shape[1] + 1)
     saved += [states[:, i] for i, t in enumerate(first_step) if t > cfg.relax_steps]
-  return np.stack(saved[:cfg.samples_per_chain], axis=1)
+  return np.stack(saved[:cfg.samples_per_chain], axis=1), relaxation
+
+
+def _phases(step: int, x, params: active.AOUPParams) -> dict:
+  dense, dilute = active.phase_fractions(x, params)
+  return {"step": int(step), "dense": round(float(jnp.mean(dense)), 4),
+          "dilute": round(float(jnp.mean(dilute)), 4)}
 
 
 def score_function(net, net_params, half_width, shift_g: bool):
@@ -246,7 +265,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     clock[name] = round(now - clock.pop("start"), 2)
     clock["start"] = now
 
-  chains = simulate_chains(cfg, params, cfg.n_particles, cfg.chains, "main", sim_dir, resume)
+  chains, relaxation = simulate_chains(cfg, params, cfg.n_particles, cfg.chains, "main",
+                                       sim_dir, resume)
   n_held = max(1, int(round(cfg.held_out * cfg.samples_per_chain)))
   train_x = np.concatenate([c[:-n_held] for c in chains])
   test_x = np.concatenate([c[-n_held:] for c in chains])
@@ -265,19 +285,27 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   targets += [(f"phi={phi}", cfg.n_particles, phi) for phi in cfg.transfer_packing]
   for label, n, phi in targets:
     p = system(cfg, n, phi)
-    x = simulate_chains(cfg, p, n, 1, label.replace("=", ""), sim_dir, resume)[0, -n_held:]
-    result = evaluate(net, net_params, p, x, cfg.shift_g)
+    x, relax = simulate_chains(cfg, p, n, 1, label.replace("=", ""), sim_dir, resume)
+    result = evaluate(net, net_params, p, x[0, -n_held:], cfg.shift_g)
     transfer[label] = {k: v for k, v in result.items() if k != "per_particle"}
+    transfer[label].update(dense=relax[-1]["dense"], dilute=relax[-1]["dilute"])
   lap("transfer_s")
   clock.pop("start")
 
+  main.update(dense=relaxation[-1]["dense"], dilute=relaxation[-1]["dilute"])
   rows = [("trained", cfg.n_particles, cfg.packing_fraction, main)]
   rows += [(label, n, phi, transfer[label]) for label, n, phi in targets]
-  lines = ["| system | N | packing | EPR total | EPR per particle | E[v.s] / E[|v||s|] |",
-           "| --- | --- | --- | --- | --- | --- |"]
+  lines = ["| system | N | packing | EPR total | EPR per particle | E[v.s] / E[|v||s|] | "
+           "dense / dilute share at the end |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
   for label, n, phi, r in rows:
     lines.append(f"| {label} | {n} | {phi} | {r['epr_total']:.4g} | "
-                 f"{r['epr_per_particle']:.4g} | {r['stationarity_relative']:+.3f} |")
+                 f"{r['epr_per_particle']:.4g} | {r['stationarity_relative']:+.3f} | "
+                 f"{r['dense']:.3f} / {r['dilute']:.3f} |")
+  lines += ["", "Relaxation of the main chains (shares of particles with local packing >= 0.7 "
+            "and <= 0.3; an ideal gas at packing 0.5 gives about 0.30 / 0.06):", "",
+            "| step | dense | dilute |", "| ---: | ---: | ---: |"]
+  lines += [f"| {r['step']:,} | {r['dense']:.3f} | {r['dilute']:.3f} |" for r in relaxation]
   (run_dir.path / "table.md").write_text("\n".join(lines) + "\n")
   return {
       "n_particles": cfg.n_particles, "packing_fraction": cfg.packing_fraction,
@@ -285,6 +313,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
       "epr_total": round(main["epr_total"], 6),
       "epr_per_particle": main["epr_per_particle"],
       "stationarity_relative": round(main["stationarity_relative"], 4),
+      "relaxation": relaxation,
       "final_loss": losses[-1] if losses else None,
       # wall-clock seconds of each stage on jax.devices()[0] (a resumed run counts only
       # the work it redid)

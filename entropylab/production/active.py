@@ -268,60 +268,90 @@ class SimulationResult(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames=("params", "dt", "n_steps", "save_every", "skin",
                                              "max_neighbors", "max_per_cell"))
-def _simulate(key, state0, start_step, *, params, dt, n_steps, save_every, skin,
+def _simulate(keys, state0, start_step, *, params, dt, n_steps, save_every, skin,
               max_neighbors, max_per_cell) -> SimulationResult:
-  """The jitted loop of :func:`simulate_aoup`; compiled once per system and shape, so
-  resumed chunks (another ``start_step``) reuse it."""
+  """The jitted loop of :func:`simulate_aoup` for ``C`` chains (``keys [C]``, ``state0
+  [C, 2, N, d]``); compiled once per system and shape, so resumed chunks (another
+  ``start_step``) reuse it.
+
+  The chains share one loop but not their neighbour lists: a chain's list is rebuilt
+  when that chain has moved too far, exactly as if it ran alone. The rebuild sits under
+  one ``lax.cond`` on "any chain stale" (then the stale chains take their new lists);
+  vmapping a per-chain ``cond`` instead would turn it into a select that builds every
+  chain's list at every step.
+  """
   cutoff = interaction_cutoff(params) + skin
   build = lambda x: neighbor_list(x, params, cutoff, max_neighbors, max_per_cell)
   interacting = params.k != 0
   if not interacting:
     # No interactions: no neighbour list to build or keep.
     build = lambda x: Neighbors(jnp.zeros((x.shape[0], 0), jnp.int32), x, jnp.int32(0))
+  build_all = jax.vmap(build)
   decay = math.exp(-params.gamma * dt)
   g_noise = math.sqrt(1.0 - decay * decay)
   x_noise = math.sqrt(2.0 * params.epsilon * dt)
   dt_a = jnp.asarray(dt, state0.dtype)
 
-  def step(carry, t):
-    state, nbrs, rebuilds, overflow = carry
+  def move(key, state, nbrs, t):
+    """One step of one chain with its neighbour list."""
     x, g = state[0], state[1]
     drift_x = params.v0 * g - params.trap * x
     if interacting:
-      moved = minimum_image(x - nbrs.built_at, params.half_width)
-      stale = jnp.max(jnp.sum(moved * moved, axis=-1)) > (0.5 * skin) ** 2
-      nbrs = lax.cond(stale, lambda: build(x), lambda: nbrs)
-      rebuilds = rebuilds + stale.astype(jnp.int32)
-      overflow = overflow + jnp.where(stale, nbrs.overflow, 0)
       drift_x = drift_x + params.k * pair_forces(x, nbrs, params)
     xi = jax.random.normal(jax.random.fold_in(key, t), state.shape, state.dtype)
     x_new = wrap_positions(x + drift_x * dt_a + x_noise * xi[0], params.half_width)
     g_new = decay * g + g_noise * xi[1]
-    return (jnp.stack([x_new, g_new]), nbrs, rebuilds, overflow)
+    return jnp.stack([x_new, g_new])
+
+  def step(carry, t):
+    state, nbrs, rebuilds, overflow = carry
+    if interacting:
+      x = state[:, 0]
+      moved = minimum_image(x - nbrs.built_at, params.half_width)
+      stale = jnp.max(jnp.sum(moved * moved, axis=-1), axis=-1) > (0.5 * skin) ** 2  # [C]
+
+      def refresh():
+        fresh = build_all(x)
+        pick = lambda new, old: jnp.where(stale.reshape((-1,) + (1,) * (new.ndim - 1)),
+                                          new, old)
+        return jax.tree.map(pick, fresh, nbrs)
+
+      nbrs = lax.cond(jnp.any(stale), refresh, lambda: nbrs)
+      rebuilds = rebuilds + stale.astype(jnp.int32)
+      overflow = overflow + jnp.where(stale, nbrs.overflow, 0)
+    state = jax.vmap(move, in_axes=(0, 0, 0, None))(keys, state, nbrs, t)
+    return (state, nbrs, rebuilds, overflow)
 
   def block(carry, b):
     first = start_step + b * save_every
     carry = lax.fori_loop(0, save_every, lambda i, c: step(c, first + i), carry)
     return carry, carry[0]
 
-  nbrs = build(state0[0])
-  init = (state0, nbrs, jnp.int32(1 if interacting else 0), nbrs.overflow)
+  nbrs = build_all(state0[:, 0])
+  chains = state0.shape[0]
+  init = (state0, nbrs, jnp.full((chains,), 1 if interacting else 0, jnp.int32), nbrs.overflow)
   (_, _, rebuilds, overflow), states = lax.scan(block, init, jnp.arange(n_steps // save_every))
-  return SimulationResult(states, rebuilds, overflow)
+  return SimulationResult(jnp.swapaxes(states, 0, 1), rebuilds, overflow)
 
 
 def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: int,
                   save_every: int = 1, start_step: int = 0, skin: float = 0.5,
                   max_neighbors: int = 32, max_per_cell: Optional[int] = None,
-                  check: bool = True) -> SimulationResult:
+                  check: bool = True, one_loop: Optional[bool] = None) -> SimulationResult:
   r"""Integrates the model above: Euler-Maruyama in ``x`` (folded into the box), the exact
   Ornstein-Uhlenbeck update :math:`g' = e^{-\gamma\Delta t} g +
   \sqrt{1 - e^{-2\gamma\Delta t}}\,\xi` in ``g``. Step ``t`` draws its noise from
   ``fold_in(key, start_step + t)``, so split runs reproduce a whole one.
 
-  Independent chains: ``state0 [C, 2, N, d]`` runs ``C`` chains in one vmapped loop.
-  Chain ``c`` draws its noise from ``key[c]`` when ``key`` holds ``C`` keys, else from
-  ``fold_in(key, c)``; a chain run alone with the same key gives the same states.
+  Independent chains: ``state0 [C, 2, N, d]`` runs ``C`` chains. Chain ``c`` draws its
+  noise from ``key[c]`` when ``key`` holds ``C`` keys, else from ``fold_in(key, c)``, and
+  keeps its own neighbour list. With ``one_loop`` the chains advance together in one
+  compiled loop (fewer, larger kernels: the choice for accelerators, where it is the
+  default); without, one after another (the CPU default: batching the neighbour-list
+  gathers makes the loop slower there, ``benchmarks/results/bench_production_cpu.md``).
+  Either way a chain gives the states of its lone run with the same key: bit for bit one
+  after another, and up to float rounding in one loop (XLA may order a batched force sum
+  differently).
 
   Args:
     key: PRNG key, or ``[C]`` keys (one per chain).
@@ -338,6 +368,7 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
     max_per_cell: particles per cell (default: twice the close-packed count, at least 8).
     check: raise :class:`ValueError` after the run if a capacity overflowed, and
       :class:`FloatingPointError` (naming the first saved step) on a non-finite state.
+    one_loop: run chains in one loop (default: on accelerators, not on CPU).
 
   Returns:
     :class:`SimulationResult` with ``states [n_steps // save_every, 2, N, d]`` (with
@@ -377,12 +408,20 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
   static = dict(params=params, dt=float(dt), n_steps=int(n_steps),
                 save_every=int(save_every), skin=float(skin),
                 max_neighbors=int(max_neighbors), max_per_cell=int(max_per_cell))
+  alone = lambda k, s: SimulationResult(
+      *(v[0] for v in _simulate(k[None], s[None], jnp.int32(start_step), **static)))
   if chains is None:
-    result = _simulate(key, state0, jnp.int32(start_step), **static)
+    result = alone(key, state0)
   else:
     keys = key if key.shape else jax.vmap(lambda c: jax.random.fold_in(key, c))(
         jnp.arange(chains))
-    result = _simulate_chains(keys, state0, jnp.int32(start_step), **static)
+    if one_loop is None:
+      one_loop = next(iter(state0.devices())).platform != "cpu"
+    if one_loop:
+      result = _simulate(keys, state0, jnp.int32(start_step), **static)
+    else:
+      runs = [alone(keys[c], state0[c]) for c in range(chains)]
+      result = SimulationResult(*(jnp.stack(v) for v in zip(*runs)))
   if check:
     overflow = int(np.sum(np.asarray(result.overflow)))
     if overflow > 0:
@@ -401,19 +440,96 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
   return result
 
 
-@functools.partial(jax.jit, static_argnames=("params", "dt", "n_steps", "save_every", "skin",
-                                             "max_neighbors", "max_per_cell"))
-def _simulate_chains(keys, states, start_step, **static) -> SimulationResult:
-  """:func:`_simulate` of each chain (``keys [C]``, ``states [C, 2, N, d]``), vmapped."""
-  return jax.vmap(lambda k, x: _simulate(k, x, start_step, **static))(keys, states)
+def random_configuration(key: Array, n: int, params: AOUPParams, dim: int = 2,
+                         spread: Optional[float] = None) -> Array:
+  """``[2, N, d]`` initial state: standard normal self-propulsions (the stationary law of
+  ``g``) and positions uniform in the box, or, with ``spread``, normal around the box
+  centre with standard deviation ``spread * L`` in each coordinate, folded into the box.
 
-
-def random_configuration(key: Array, n: int, params: AOUPParams, dim: int = 2) -> Array:
-  """``[2, N, d]``: uniform positions in the box and standard normal self-propulsions
-  (the stationary law of ``g``)."""
+  A clump (``spread = 0.5``, as in the MIPS data generation of Boffi &
+  Vanden-Eijnden's code) starts the dense phase at once; from a uniform start it must
+  first nucleate (``benchmarks/results/mips_relaxation_cpu.md`` compares the two).
+  """
+  _checks.check_positive_int(n, "n")
+  _checks.check_positive_int(dim, "dim")
+  if spread is not None and not (math.isfinite(float(spread)) and float(spread) > 0):
+    raise ValueError(f"spread must be a finite positive number or None, got {spread}")
   kx, kg = jax.random.split(key)
-  x = jax.random.uniform(kx, (n, dim), minval=-params.half_width, maxval=params.half_width)
+  if spread is None:
+    x = jax.random.uniform(kx, (n, dim), minval=-params.half_width, maxval=params.half_width)
+  else:
+    x = wrap_positions(spread * params.half_width * jax.random.normal(kx, (n, dim)),
+                       params.half_width)
   return jnp.stack([x, jax.random.normal(kg, (n, dim))])
+
+
+@functools.partial(jax.jit, static_argnames=("block",))
+def _count_within(x: Array, half_width, probe, block: int) -> Array:
+  n = x.shape[0]
+  pad = -(-n // block) * block - n
+  # Padding rows repeat particle 0; their counts are dropped.
+  rows = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, x.shape[1]))]).reshape(
+      -1, block, x.shape[1])
+
+  def count(chunk):
+    diff = minimum_image(chunk[:, None, :] - x[None, :, :], half_width)
+    return jnp.sum(jnp.sum(diff * diff, axis=-1) <= probe * probe, axis=1)
+
+  return lax.map(count, rows).reshape(-1)[:n]
+
+
+def local_packing_fraction(x, params: AOUPParams, probe: Optional[float] = None,
+                           block: int = 256) -> Array:
+  r"""Packing fraction seen by each particle: the number of particle centres within
+  ``probe`` of it (itself included, minimum image) times :math:`V_d(a) / V_d(R)`,
+  the disk-counting estimate of the local density. ``[N, d] -> [N]`` (dimensionless).
+
+  Motility-induced phase separation shows as a bimodal distribution: dense clusters
+  near close packing and a dilute gas, where a homogeneous fluid at packing ``phi``
+  gives values around ``phi + (a / R)^d``. Exact pair counts, ``O(N^2)`` work in blocks
+  of ``block`` rows (``O(N block)`` memory).
+
+  Args:
+    x: ``[N, d]`` positions.
+    params: the system (box and particle radius ``a``).
+    probe: probe radius ``R`` (default ``3 a``).
+    block: rows per block.
+  """
+  check_params(params)
+  x = _checks.as_float_array(x, "x")
+  if x.ndim != 2:
+    raise ValueError(f"x must be [N, d] positions, got shape {x.shape}")
+  probe = 3.0 * params.radius if probe is None else probe
+  if not (math.isfinite(float(probe)) and float(probe) > 0):
+    raise ValueError(f"probe must be a finite positive radius, got {probe}")
+  _checks.check_positive_int(block, "block")
+  counts = _count_within(x, float(params.half_width), float(probe), int(block))
+  return counts.astype(x.dtype) * (params.radius / probe) ** x.shape[1]
+
+
+def phase_fractions(x, params: AOUPParams, dense: float = 0.7, dilute: float = 0.3,
+                    probe: Optional[float] = None) -> tuple[Array, Array]:
+  """Shares of particles in dense (local packing ``>= dense``) and in dilute (``<=
+  dilute``) surroundings, from :func:`local_packing_fraction`: ``x [..., N, d]`` ->
+  two arrays of shape ``[...]`` (fractions in [0, 1]).
+
+  Motility-induced phase separation moves particles into both groups; but even an
+  ideal gas has some in each: for independent uniform positions the count of other
+  centres within the probe is binomial, and at packing 0.5 with the default probe and
+  thresholds about 30 % of the particles come out dense and 6 % dilute (binomial tails,
+  checked in ``tests/production/test_active.py``). Compare against that baseline (or a
+  run's uniform start); the thresholds are conventions, not properties of the model.
+  """
+  x = _checks.as_float_array(x, "x")
+  if x.ndim < 2:
+    raise ValueError(f"x must be [..., N, d] positions, got shape {x.shape}")
+  if not 0 <= dilute < dense:
+    raise ValueError(f"need 0 <= dilute < dense, got dilute={dilute}, dense={dense}")
+  flat = x.reshape((-1,) + x.shape[-2:])
+  local = jnp.stack([local_packing_fraction(z, params, probe) for z in flat])
+  shape = x.shape[:-2]
+  return (jnp.mean(local >= dense, axis=-1).reshape(shape),
+          jnp.mean(local <= dilute, axis=-1).reshape(shape))
 
 
 __all__ = [
@@ -424,10 +540,12 @@ __all__ = [
     "aoup_drift",
     "box_half_width",
     "interaction_cutoff",
+    "local_packing_fraction",
     "minimum_image",
     "neighbor_list",
     "pair_forces",
     "pair_forces_dense",
+    "phase_fractions",
     "random_configuration",
     "shifted_score",
     "simulate_aoup",

@@ -27,7 +27,16 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   # The reported rate is gamma E|g + s_g|^2 (eps = 0) with the trained network, on the
   # held-out samples: recompute it directly from the saved simulation and checkpoint.
   params = am.system(TINY, 40, 0.5)
-  chain = am.simulate_chains(TINY, params, 40, 1, "main", run_dir.path / "sim", resume=True)[0]
+  chains, relaxation = am.simulate_chains(TINY, params, 40, 1, "main", run_dir.path / "sim",
+                                          resume=True)
+  chain = chains[0]
+  # The relaxation record: the start and the end of each of the 3 chunks (120 steps),
+  # the last one the shares of the last saved state.
+  assert summary["relaxation"] == relaxation
+  assert [r["step"] for r in relaxation] == [0, 40, 80, 120]
+  dense, dilute = active.phase_fractions(chain[-1, 0], params)
+  assert relaxation[-1]["dense"] == round(float(dense), 4)
+  assert relaxation[-1]["dilute"] == round(float(dilute), 4)
   net, net_params = am.train_score(TINY, params, chain[:-2], run_dir, resume=True)
   x = jnp.asarray(chain[-2:])
   # With the g-shift (the default) s_g = NN_g - g, so g + s_g is the network's g-part.
@@ -60,6 +69,8 @@ def test_config_validation():
     dataclasses.replace(TINY, transfer_packing=(1.5,)).validate()
   with pytest.raises(ValueError, match="chunk_steps"):
     dataclasses.replace(TINY, chunk_steps=45).validate()
+  with pytest.raises(ValueError, match="initial_spread"):
+    dataclasses.replace(TINY, initial_spread=-0.5).validate()
 
 
 def test_g_shift_is_exact_for_a_zero_network():

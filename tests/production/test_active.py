@@ -123,18 +123,30 @@ def test_drift_with_and_without_neighbors_and_its_linear_limit(x64):
                              jnp.diagonal(d).reshape(2, 1, 2).repeat(n, axis=1))
 
 
-def test_chains_in_one_loop_equal_each_chain_alone():
-  """``state0 [C, 2, N, d]`` runs C chains vmapped; each is bit-for-bit the chain run
-  alone with its key (given keys, or fold_in of one key), its own neighbour-list
-  rebuild count included, and a non-finite chain names its first bad saved step."""
+@pytest.mark.parametrize("one_loop", [True, False, None])
+def test_chains_equal_each_chain_alone(one_loop):
+  """``state0 [C, 2, N, d]`` runs C chains, in one loop or one after another; each is
+  the chain run alone with its key (given keys, or fold_in of one key), its own
+  neighbour-list rebuild count included, and a non-finite chain names its first bad
+  saved step. Bit for bit at this size (N = 64, one cell list of all pairs) and with
+  chains one after another at any size; N = 300 uses a real cell list."""
   p = params(64, 0.5)
   keys = jax.random.split(jax.random.key(0), 3)
   x0 = jnp.stack([active.random_configuration(jax.random.key(i), 64, p) for i in range(3)])
-  both = active.simulate_aoup(keys, x0, p, 0.1, 400, save_every=100, start_step=7)
+  both = active.simulate_aoup(keys, x0, p, 0.1, 400, save_every=100, start_step=7,
+                              one_loop=one_loop)
   assert both.states.shape == (3, 4, 2, 64, 2)
   for c in range(3):
     alone = active.simulate_aoup(keys[c], x0[c], p, 0.1, 400, save_every=100, start_step=7)
     np.testing.assert_array_equal(both.states[c], alone.states)
+    assert int(both.rebuilds[c]) == int(alone.rebuilds) > 1
+  big = params(300, 0.5)
+  y0 = jnp.stack([active.random_configuration(jax.random.key(i), 300, big) for i in range(2)])
+  both = active.simulate_aoup(keys[:2], y0, big, 0.1, 60, save_every=60, one_loop=one_loop)
+  for c in range(2):
+    alone = active.simulate_aoup(keys[c], y0[c], big, 0.1, 60, save_every=60)
+    tol = 0.0 if one_loop is not True else 1e-4
+    np.testing.assert_allclose(both.states[c], alone.states, rtol=0, atol=tol)
     assert int(both.rebuilds[c]) == int(alone.rebuilds) > 1
   folded = active.simulate_aoup(jax.random.key(5), x0, p, 0.1, 200, save_every=100)
   alone = active.simulate_aoup(jax.random.fold_in(jax.random.key(5), 1), x0[1], p, 0.1, 200,
@@ -193,3 +205,79 @@ def test_passive_interacting_particles_produce_no_entropy():
   # network must learn everything the activity changes.
   with pytest.raises(ValueError, match="epsilon"):
     active.shifted_score(lambda z: z, p._replace(epsilon=0.0))
+
+
+def slow_local_packing(x, p, probe):
+  """Centres within ``probe`` (itself included), by a loop over pairs and periodic images."""
+  n, d = x.shape
+  counts = np.zeros(n)
+  for i in range(n):
+    for j in range(n):
+      r = x[i] - x[j]
+      r = r - 2 * p.half_width * np.round(r / (2 * p.half_width))
+      counts[i] += np.dot(r, r) <= probe * probe
+  return counts * (p.radius / probe) ** d
+
+
+@pytest.mark.parametrize("n, block", [(50, 16), (64, 256), (33, 7)])
+def test_local_packing_fraction_counts_pairs_across_the_boundary(x64, n, block):
+  p = params(n, 0.4)
+  x = np.asarray(active.random_configuration(jax.random.key(n), n, p)[0])
+  ref = slow_local_packing(x, p, 3.0)
+  got = active.local_packing_fraction(jnp.asarray(x), p, block=block)
+  np.testing.assert_allclose(np.asarray(got), ref, rtol=0, atol=1e-12)
+  # Two particles straddling the boundary see each other through it; a third far away
+  # sees only itself: (a / R)^2 = 1/9 and 2/9.
+  L = p.half_width
+  pair = jnp.array([[L - 0.5, 0.0], [-L + 0.5, 0.0], [0.0, 0.0]])
+  np.testing.assert_allclose(active.local_packing_fraction(pair, p), [2 / 9, 2 / 9, 1 / 9])
+
+
+def test_local_packing_fraction_of_a_triangular_crystal():
+  """A patch of the close-packed lattice of radius-1 disks (spacing 2) in a large box:
+  around an interior particle the shells hold 6 centres at 2, 6 at 2 sqrt(3) = 3.46 and
+  6 at 4, so probes of radius 3, 3.5 and 4.5 count 7, 13 and 19 centres."""
+  pts = np.array([[2.0 * c + (r % 2), math.sqrt(3.0) * r] for r in range(12)
+                  for c in range(12)])
+  pts = pts - pts.mean(0)
+  centre = int(np.argmin(np.sum(pts ** 2, axis=1)))
+  p = active.AOUPParams(v0=0.0, gamma=1.0, epsilon=0.0, half_width=100.0)
+  for probe, expected in ((3.0, 7), (3.5, 13), (4.5, 19)):
+    local = active.local_packing_fraction(jnp.asarray(pts), p, probe=probe)
+    assert float(local[centre]) == pytest.approx(expected / probe ** 2, rel=1e-6)
+
+
+def test_clumped_start_is_a_folded_normal():
+  p = params(4096, 0.5)
+  uniform = active.random_configuration(jax.random.key(3), 4096, p)
+  again = active.random_configuration(jax.random.key(3), 4096, p, spread=None)
+  np.testing.assert_array_equal(uniform, again)
+  tight = np.asarray(active.random_configuration(jax.random.key(3), 4096, p, spread=0.1)[0])
+  # 0.1 L is far below the box, so folding changes nothing: mean 0, std 0.1 L (to the
+  # sampling error of 4096 x 2 draws).
+  assert np.std(tight) == pytest.approx(0.1 * p.half_width, rel=0.03)
+  assert abs(np.mean(tight)) < 0.005 * p.half_width
+  wide = np.asarray(active.random_configuration(jax.random.key(3), 4096, p, spread=2.0)[0])
+  assert np.all(wide >= -p.half_width) and np.all(wide < p.half_width)
+  with pytest.raises(ValueError, match="spread"):
+    active.random_configuration(jax.random.key(3), 16, p, spread=0.0)
+  with pytest.raises(ValueError, match="probe"):
+    active.local_packing_fraction(jnp.zeros((4, 2)), p, probe=-1.0)
+
+
+def test_phase_fractions_of_an_ideal_gas_are_binomial_tails():
+  """Independent uniform positions in the periodic box: each particle sees
+  K ~ Binomial(N - 1, pi R^2 / (2L)^2) other centres within R = 3, and its local packing
+  is (1 + K) / 9, so the dense share (>= 0.7) is P(K >= 6) and the dilute share
+  (<= 0.3) is P(K <= 1); averaged over 4 configurations of 4096 particles."""
+  from scipy import stats
+  n = 4096
+  p = params(n, 0.5)
+  x = jnp.stack([active.random_configuration(jax.random.key(i), n, p)[0] for i in range(4)])
+  dense, dilute = active.phase_fractions(x, p)
+  assert dense.shape == dilute.shape == (4,)
+  prob = math.pi * 9.0 / (2 * p.half_width) ** 2
+  assert float(jnp.mean(dense)) == pytest.approx(stats.binom.sf(5, n - 1, prob), abs=0.01)
+  assert float(jnp.mean(dilute)) == pytest.approx(stats.binom.cdf(1, n - 1, prob), abs=0.006)
+  with pytest.raises(ValueError, match="dilute"):
+    active.phase_fractions(x, p, dense=0.2, dilute=0.3)
