@@ -12,9 +12,11 @@ Cases, all in one process on one device:
     jitted Euler-Maruyama loop with ``pair_forces_dense``. Reported as particle-steps per
     second and as the peer's time over ours; the final states must agree to 1e-3 (the
     neighbour list drops pairs beyond the cutoff, each below exp(-12) / beta).
-    Also at the largest N: ``CHAINS`` independent chains in one ``simulate_aoup`` call
-    (``state0 [C, 2, N, d]``) against the same chains run one after another; each
-    chain's final state must equal its lone run bit for bit.
+    Also at the largest N: ``CHAINS`` independent chains in one compiled loop
+    (``simulate_aoup(..., one_loop=True)`` with ``state0 [C, 2, N, d]``) against the
+    same chains run one after another (separate calls); each chain's final state must
+    equal its lone run to 1e-3 (bit for bit unless XLA orders the batched force sums
+    differently). Which is faster decides ``one_loop``'s default on the platform.
 (b) Score-training throughput at the same sizes: optimizer steps per second of an MLP
     score (two hidden layers of 128) on ``[2, N, 2]`` states with the antithetic
     denoising loss, batch 32, Adam.
@@ -121,17 +123,19 @@ def chain_row(steps: int, timing: dict) -> tuple[dict, list[str]]:
   p = mips_params(n)
   s0 = jnp.stack([active.random_configuration(jax.random.key(c), n, p) for c in range(CHAINS)])
   keys = jax.random.split(jax.random.key(2), CHAINS)
-  together = lambda s: active.simulate_aoup(keys, s, p, DT, steps, save_every=steps).states[:, -1]
+  together = lambda s: active.simulate_aoup(keys, s, p, DT, steps, save_every=steps,
+                                            one_loop=True).states[:, -1]
   apart = lambda s: jnp.stack([
       active.simulate_aoup(keys[c], s[c], p, DT, steps, save_every=steps).states[-1]
       for c in range(CHAINS)])
   t_together, out = time_call(together, s0, **timing)
   t_apart, ref = time_call(apart, s0, **timing)
-  bad = [] if np.array_equal(np.asarray(out), np.asarray(ref)) else [
-      f"{CHAINS} chains in one loop differ from their lone runs"]
+  diff = float(jnp.max(jnp.abs(active.minimum_image(out - ref, p.half_width))))
+  bad = [] if diff <= AGREE else [
+      f"{CHAINS} chains in one loop differ from their lone runs by {diff:.1e}"]
   print(f"  {CHAINS} chains N={n}: one loop {t_together * 1e3:.1f} ms, one after another "
         f"{t_apart * 1e3:.1f} ms", flush=True)
-  return dict(n=n, steps=steps, together=t_together, apart=t_apart, equal=not bad), bad
+  return dict(n=n, steps=steps, together=t_together, apart=t_apart, diff=diff), bad
 
 
 # --------------------------------------------------------------------------- (b) training
@@ -266,11 +270,11 @@ def to_markdown(sim, chains, train, cost, device, quick: bool) -> str:
                  f"{r['peer'] * 1e3:.1f} | {r['peer'] / r['ours']:.2f} | {r['diff']:.1e} | "
                  f"{r['rebuilds']} |")
   lines += ["", f"| {CHAINS} chains (MIPS, float32) | N | steps | one loop ms | one after another "
-            "ms | one after another / one loop | states equal |", "|---|---:|---:|---:|---:|---:|---|",
+            "ms | one after another / one loop | max state diff |", "|---|---:|---:|---:|---:|---:|---:|",
             f"| `simulate_aoup` with `state0 [{CHAINS}, 2, N, 2]` | {chains['n']} | "
             f"{chains['steps']} | {chains['together'] * 1e3:.1f} | {chains['apart'] * 1e3:.1f} | "
             f"{chains['apart'] / chains['together']:.2f} | "
-            f"{'bit for bit' if chains['equal'] else 'NO'} |"]
+            f"{chains['diff']:.1e} |"]
   lines += ["", "| score training (DSM, MLP 128-128, batch 32) | N | ms per step | steps / s |",
             "|---|---:|---:|---:|"]
   for r in train:

@@ -448,7 +448,7 @@ def random_configuration(key: Array, n: int, params: AOUPParams, dim: int = 2,
 
   A clump (``spread = 0.5``, as in the MIPS data generation of Boffi &
   Vanden-Eijnden's code) starts the dense phase at once; from a uniform start it must
-  first nucleate (``benchmarks/results/mips_relaxation_cpu.md`` compares the two).
+  first nucleate (``benchmarks/results/mips_relaxation_cpu_n1024.md`` compares the two).
   """
   _checks.check_positive_int(n, "n")
   _checks.check_positive_int(dim, "dim")

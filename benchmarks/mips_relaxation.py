@@ -1,0 +1,137 @@
+"""How fast active particles at the MIPS parameters separate into two phases, from a
+uniform start and from a clump.
+
+``python -m benchmarks.mips_relaxation [--n 1024] [--steps 200000] [--chunk 20000]
+[--chains 2] [--starts uniform clump] [--out DIR]``
+
+Active Ornstein-Uhlenbeck particles (``entropylab.production.active``) at Boffi &
+Vanden-Eijnden's MIPS parameters (v0 = 0.025, gamma = 1e-4, packing fraction 0.5,
+eps = 0, dt = 0.1) from two starts: positions uniform in the box, and a clump
+(``random_configuration(..., spread=0.5)``, normal positions with standard deviation
+L / 2, as in the authors' data generation). After every ``chunk`` steps the script
+measures each particle's local packing fraction (``local_packing_fraction``: centres
+within 3 radii) and reports, averaged over the chains, the fraction of particles in
+dense surroundings (local packing >= 0.7), in dilute ones (<= 0.3), and the standard
+deviation of the local packing; a homogeneous fluid has few of either, a phase-separated
+system many of both. It answers how long the ``active_matter`` experiment must relax and
+from which start. Not part of ``python -m benchmarks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.bench_info import _host_cpu, command_line
+from entropylab.production import active
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DENSE, DILUTE = 0.7, 0.3
+STARTS = {"uniform": None, "clump (spread 0.5)": 0.5}
+STARTS_BY_FLAG = {"uniform": "uniform", "clump": "clump (spread 0.5)"}
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.mips_relaxation",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--n", type=int, default=1024, help="particles")
+  parser.add_argument("--steps", type=int, default=200_000)
+  parser.add_argument("--chunk", type=int, default=20_000, help="steps between measurements")
+  parser.add_argument("--chains", type=int, default=2)
+  parser.add_argument("--packing", type=float, default=0.5)
+  parser.add_argument("--starts", nargs="+", choices=sorted(STARTS_BY_FLAG),
+                      default=sorted(STARTS_BY_FLAG), help="which starts to run")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+  return parser.parse_args(argv)
+
+
+def order_parameters(positions: np.ndarray, params: active.AOUPParams) -> dict:
+  """Chain-averaged dense and dilute fractions and spread of the local packing of
+  ``positions [C, N, d]``."""
+  local = np.stack([np.asarray(active.local_packing_fraction(jnp.asarray(x), params))
+                    for x in positions])
+  return dict(dense=float(np.mean(local >= DENSE)), dilute=float(np.mean(local <= DILUTE)),
+              std=float(np.mean(np.std(local, axis=1))), mean=float(np.mean(local)))
+
+
+def relax(args, spread, params) -> list[dict]:
+  key = jax.random.key(args.seed)
+  init = [active.random_configuration(jax.random.fold_in(key, c), args.n, params, spread=spread)
+          for c in range(args.chains)]
+  state = jnp.stack(init)
+  keys = jax.random.split(jax.random.fold_in(key, 10_000), args.chains)
+  rows = [dict(step=0, seconds=0.0, **order_parameters(np.asarray(state[:, 0]), params))]
+  start = time.perf_counter()
+  for first in range(0, args.steps, args.chunk):
+    res = active.simulate_aoup(keys, state, params, 0.1, args.chunk, save_every=args.chunk,
+                               start_step=first, max_neighbors=64, max_per_cell=24)
+    state = res.states[:, -1]
+    row = dict(step=first + args.chunk, seconds=time.perf_counter() - start,
+               **order_parameters(np.asarray(state[:, 0]), params))
+    rows.append(row)
+    print(f"  step {row['step']:>8}: dense {row['dense']:.3f}, dilute {row['dilute']:.3f}, "
+          f"std {row['std']:.3f} ({row['seconds']:.0f} s)", flush=True)
+  return rows
+
+
+def to_markdown(args, results, params) -> str:
+  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  device = jax.devices()[0]
+  lines = [
+      f"# MIPS relaxation from a uniform start and from a clump ({device.platform})",
+      "",
+      f"- device: `{device.device_kind}`; host: {_host_cpu()}; jax {jax.__version__}, "
+      f"Python {platform.python_version()}; date: {now}",
+      f"- command: `{command_line()}`",
+      f"- N = {args.n} particles, {args.chains} chains per start, packing fraction "
+      f"{args.packing}, v0 = {params.v0}, gamma = {params.gamma}, eps = {params.epsilon}, "
+      f"dt = 0.1 (box half width L = {params.half_width:.2f}; 1/gamma = "
+      f"{1 / params.gamma / 0.1:,.0f} steps)",
+      f"- local packing: centres within 3 radii times (1/3)^2 (`local_packing_fraction`); "
+      f"dense = share of particles with local packing >= {DENSE}, dilute = <= {DILUTE}, "
+      "std = standard deviation of the local packing over the particles; chain averages",
+      "",
+      "| step | " + " | ".join(f"{name}: dense / dilute / std" for name in results) + " |",
+      "|---:|" + "---:|" * len(results),
+  ]
+  steps = [r["step"] for r in next(iter(results.values()))]
+  for i, step in enumerate(steps):
+    cells = [f"{rows[i]['dense']:.3f} / {rows[i]['dilute']:.3f} / {rows[i]['std']:.3f}"
+             for rows in results.values()]
+    lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  if args.steps % args.chunk:
+    raise SystemExit(f"--steps ({args.steps}) must be a multiple of --chunk ({args.chunk})")
+  params = active.AOUPParams(v0=0.025, gamma=1e-4, epsilon=0.0,
+                             half_width=active.box_half_width(args.n, args.packing))
+  results = {}
+  for name, spread in STARTS.items():
+    if not any(STARTS_BY_FLAG[flag] == name for flag in args.starts):
+      continue
+    print(f"{name}:", flush=True)
+    results[name] = relax(args, spread, params)
+  text = to_markdown(args, results, params)
+  print(text)
+  args.out.mkdir(parents=True, exist_ok=True)
+  suffix = "" if len(results) == len(STARTS) else "_" + "_".join(sorted(args.starts))
+  path = args.out / f"mips_relaxation_{jax.devices()[0].platform}{suffix}_n{args.n}.md"
+  path.write_text(text)
+  print(f"wrote {path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
