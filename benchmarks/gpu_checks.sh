@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # GPU checks of one device session, run from the repository root on a CUDA machine whose
-# image has jax[cuda] (and numpy, scipy, matplotlib, tqdm, tensorstore): the pinned
-# pure-Python wheels of flax, optax, chex and orbax-checkpoint may be placed in .whl/
-# (pip download --no-deps -d .whl ...) so the same versions as requirements.txt run.
+# image has jax[cuda] (and numpy, scipy, matplotlib, tqdm, tensorstore): wheels carried
+# in .whl/ are installed first (benchmarks/gpu_env.sh says how to make the folder).
 #
 #   bash benchmarks/gpu_checks.sh OUT_DIR [BUDGET_S]
 #
 # Stages, each under its own time limit so the script always reaches the end:
-#   1. benchmarks.spectrum_routines: eigenvalue / singular-value routines for DSE;
+#   1. with SPECTRUM=1, benchmarks.spectrum_routines: eigenvalue / singular-value
+#      routines for DSE (measured on an H200: spectrum_routines_gpu_NVIDIA_H200.md);
 #   2. the active_matter experiment's paper preset (N = 4096 MIPS), run directory
 #      runs/active_matter_gpu (kept, so a second call with RESUME=1 continues it);
 #   3. benchmarks.bench_production on the GPU.
@@ -22,18 +22,19 @@ log=$out/gpu_checks.log
 mkdir -p "$out"
 left() { echo $(( budget - ($(date +%s) - start) )); }
 
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
+# shellcheck source=benchmarks/gpu_env.sh
+. benchmarks/gpu_env.sh
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
 } >>"$log" 2>&1
 
 if [ "${RESUME:-0}" = 0 ]; then
-  echo "== spectrum_routines" >>"$log"
-  timeout 60 python3 -m benchmarks.spectrum_routines --sizes 500 2000 --out "$stage" >>"$log" 2>&1
+  if [ "${SPECTRUM:-0}" = 1 ]; then
+    echo "== spectrum_routines" >>"$log"
+    timeout 60 python3 -m benchmarks.spectrum_routines --sizes 500 2000 --out "$stage" \
+      >>"$log" 2>&1
+  fi
   echo "== active_matter paper" >>"$log"
   resume=""
 else
