@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Sourced by benchmarks/gpu_*.sh on a device machine whose image has jax[cuda], numpy,
-# scipy, matplotlib, tqdm and tensorstore but not the rest of requirements.txt. Wheels
+# Sourced by benchmarks/gpu_*.sh (which set name, out and budget first) on a device
+# machine whose image has jax[cuda], numpy, scipy, matplotlib, tqdm and tensorstore but
+# not the rest of requirements.txt. Sets start, stage (a scratch folder packed into
+# $out/$name.tgz at the end), log ($out/$name.log) and left() (seconds of the budget
+# left), and writes the card into the log. Wheels
 # carried in .whl/ (Python 3.12, manylinux x86_64) are installed into /tmp/site, which
 # goes first on PYTHONPATH: the pinned packages always (so the versions of
 # requirements.txt run), every other wheel only when the image lacks that distribution.
@@ -13,6 +16,14 @@
 #   rm .whl/{jax,jaxlib,numpy,scipy,tensorstore,ml_dtypes}-*   # the image has these
 #
 # (about 53 MB with brax and mujoco; the device tool carries at most 64 MiB).
+start=$(date +%s)
+export PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
+stage=$(mktemp -d)
+log=$out/$name.log
+mkdir -p "$out"
+left() { echo $(( budget - ($(date +%s) - start) )); }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >>"$log" 2>&1
+
 PINNED="flax optax chex orbax_checkpoint brax mujoco mujoco_mjx mujoco_core mujoco_studio"
 if ls .whl/*.whl >/dev/null 2>&1; then
   wheels=$(PINNED="$PINNED" python3 - <<'PY'

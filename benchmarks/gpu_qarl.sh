@@ -17,17 +17,10 @@
 set -u
 out=${1:?usage: gpu_qarl.sh OUT_DIR [BUDGET_S]}
 budget=${2:-560}
-start=$(date +%s)
-export PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
-stage=$(mktemp -d)
-log=$out/gpu_qarl.log
-mkdir -p "$out"
-left() { echo $(( budget - ($(date +%s) - start) )); }
-
+name=gpu_qarl
 # shellcheck source=benchmarks/gpu_env.sh
 . benchmarks/gpu_env.sh
 {
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   python3 -c "import jax, flax, brax, mujoco; from mujoco import mjx; print('jax', jax.__version__, 'flax', flax.__version__, 'brax', brax.__version__, 'mujoco', mujoco.__version__, jax.devices())"
 } >>"$log" 2>&1
 
