@@ -60,7 +60,8 @@ def order_parameters(positions: np.ndarray, params: active.AOUPParams) -> dict:
   local = np.stack([np.asarray(active.local_packing_fraction(jnp.asarray(x), params))
                     for x in positions])
   return dict(dense=float(np.mean(local >= DENSE)), dilute=float(np.mean(local <= DILUTE)),
-              std=float(np.mean(np.std(local, axis=1))), mean=float(np.mean(local)))
+              std=float(np.mean(np.std(local, axis=1))), mean=float(np.mean(local)),
+              per_chain=np.mean(local >= DENSE, axis=1).tolist())
 
 
 def relax(args, spread, params) -> list[dict]:
@@ -78,8 +79,10 @@ def relax(args, spread, params) -> list[dict]:
     row = dict(step=first + args.chunk, seconds=time.perf_counter() - start,
                **order_parameters(np.asarray(state[:, 0]), params))
     rows.append(row)
-    print(f"  step {row['step']:>8}: dense {row['dense']:.3f}, dilute {row['dilute']:.3f}, "
-          f"std {row['std']:.3f} ({row['seconds']:.0f} s)", flush=True)
+    print(f"  step {row['step']:>8}: dense {row['dense']:.3f} (chains "
+          + ", ".join(f"{v:.3f}" for v in row["per_chain"])
+          + f"), dilute {row['dilute']:.3f}, std {row['std']:.3f} ({row['seconds']:.0f} s)",
+          flush=True)
   return rows
 
 
@@ -100,12 +103,14 @@ def to_markdown(args, results, params) -> str:
       f"dense = share of particles with local packing >= {DENSE}, dilute = <= {DILUTE}, "
       "std = standard deviation of the local packing over the particles; chain averages",
       "",
-      "| step | " + " | ".join(f"{name}: dense / dilute / std" for name in results) + " |",
+      "| step | " + " | ".join(f"{name}: dense / dilute / std (dense per chain)"
+                              for name in results) + " |",
       "|---:|" + "---:|" * len(results),
   ]
   steps = [r["step"] for r in next(iter(results.values()))]
   for i, step in enumerate(steps):
-    cells = [f"{rows[i]['dense']:.3f} / {rows[i]['dilute']:.3f} / {rows[i]['std']:.3f}"
+    cells = [f"{rows[i]['dense']:.3f} / {rows[i]['dilute']:.3f} / {rows[i]['std']:.3f} ("
+             + ", ".join(f"{v:.2f}" for v in rows[i]["per_chain"]) + ")"
              for rows in results.values()]
     lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
