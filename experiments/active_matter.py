@@ -304,8 +304,10 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     lines.append(f"| {label} | {n} | {phi} | {r['epr_total']:.4g} | "
                  f"{r['epr_per_particle']:.4g} | {r['stationarity_relative']:+.3f} | "
                  f"{r['dense']:.3f} / {r['dilute']:.3f} |")
+  start = ("uniform positions, an ideal gas" if cfg.initial_spread is None
+           else f"a clump of spread {cfg.initial_spread} L")
   lines += ["", "Relaxation of the main chains (shares of particles with local packing >= 0.7 "
-            "and <= 0.3; an ideal gas at packing 0.5 gives about 0.30 / 0.06):", "",
+            f"and <= 0.3; step 0 is the random start: {start}):", "",
             "| step | dense | dilute | dense per chain |", "| ---: | ---: | ---: | --- |"]
   lines += [f"| {r['step']:,} | {r['dense']:.3f} | {r['dilute']:.3f} | "
             + ", ".join(f"{v:.3f}" for v in r["dense_per_chain"]) + " |" for r in relaxation]
