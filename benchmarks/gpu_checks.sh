@@ -12,15 +12,10 @@
 #      runs/active_matter_gpu (kept, so a second call with RESUME=1 continues it);
 #   3. benchmarks.bench_production on the GPU.
 # Everything that comes back is packed into OUT_DIR/gpu_checks.tgz (plus the log).
-set -u
-out=${1:?usage: gpu_checks.sh OUT_DIR [BUDGET_S]}
-budget=${2:-560}
 name=gpu_checks
+modules="jax flax optax orbax.checkpoint"
 # shellcheck source=benchmarks/gpu_env.sh
-. benchmarks/gpu_env.sh
-{
-  python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
-} >>"$log" 2>&1
+. benchmarks/gpu_env.sh "$@"
 
 if [ "${RESUME:-0}" = 0 ]; then
   if [ "${SPECTRUM:-0}" = 1 ]; then

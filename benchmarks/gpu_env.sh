@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Sourced by benchmarks/gpu_*.sh (which set name, out and budget first) on a device
-# machine whose image has jax[cuda], numpy, scipy, matplotlib, tqdm and tensorstore but
-# not the rest of requirements.txt. Sets start, stage (a scratch folder packed into
-# $out/$name.tgz at the end), log ($out/$name.log) and left() (seconds of the budget
-# left), and writes the card into the log. Wheels
+# Sourced as `. benchmarks/gpu_env.sh "$@"` by benchmarks/gpu_*.sh, which set `name`
+# (the script's name) and `modules` (whose versions to log) first; the arguments are
+# OUT_DIR [BUDGET_S]. For a device machine whose image has jax[cuda], numpy, scipy,
+# matplotlib, tqdm and tensorstore but not the rest of requirements.txt. Sets out,
+# budget, start, stage (a scratch folder packed into $out/$name.tgz at the end), log
+# ($out/$name.log) and left() (seconds of the budget left), and writes the card and the
+# modules' versions into the log. Wheels
 # carried in .whl/ (Python 3.12, manylinux x86_64) are installed into /tmp/site, which
 # goes first on PYTHONPATH: the pinned packages always (so the versions of
 # requirements.txt run), every other wheel only when the image lacks that distribution.
@@ -15,7 +17,10 @@
 #     orbax-checkpoint==0.12.8 [brax==0.14.2 mujoco==4.0.0 mujoco-mjx==3.17.0]
 #   rm .whl/{jax,jaxlib,numpy,scipy,tensorstore,ml_dtypes}-*   # the image has these
 #
-# (about 53 MB with brax and mujoco; the device tool carries at most 64 MiB).
+# (the device tool carries at most 64 MiB: check the folder's size).
+set -u
+out=${1:?usage: $name.sh OUT_DIR [BUDGET_S]}
+budget=${2:-560}
 start=$(date +%s)
 export PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda}
 stage=$(mktemp -d)
@@ -44,3 +49,7 @@ PY
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site $wheels && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
+python3 -c "import importlib, sys, jax
+for m in sys.argv[1:]:
+  print(m, getattr(importlib.import_module(m), '__version__', '?'))
+print(jax.devices())" $modules >>"$log" 2>&1

@@ -14,15 +14,10 @@
 #      buffers, 10^6 transitions per seed, far beyond what a call can carry, so a run
 #      does not continue in another session.) Its progress bar gives env steps/s.
 # Everything that comes back is packed into OUT_DIR/gpu_qarl.tgz (plus the log).
-set -u
-out=${1:?usage: gpu_qarl.sh OUT_DIR [BUDGET_S]}
-budget=${2:-560}
 name=gpu_qarl
+modules="jax flax brax mujoco mujoco.mjx"
 # shellcheck source=benchmarks/gpu_env.sh
-. benchmarks/gpu_env.sh
-{
-  python3 -c "import jax, flax, brax, mujoco; from mujoco import mjx; print('jax', jax.__version__, 'flax', flax.__version__, 'brax', brax.__version__, 'mujoco', mujoco.__version__, jax.devices())"
-} >>"$log" 2>&1
+. benchmarks/gpu_env.sh "$@"
 
 if [ "${RESUME:-0}" = 0 ]; then
   echo "== tests/rl" >>"$log"

@@ -55,13 +55,13 @@ def parse_args(argv):
 
 
 def order_parameters(positions: np.ndarray, params: active.AOUPParams) -> dict:
-  """Chain-averaged dense and dilute fractions and spread of the local packing of
-  ``positions [C, N, d]``."""
-  local = np.stack([np.asarray(active.local_packing_fraction(jnp.asarray(x), params))
-                    for x in positions])
-  return dict(dense=float(np.mean(local >= DENSE)), dilute=float(np.mean(local <= DILUTE)),
-              std=float(np.mean(np.std(local, axis=1))), mean=float(np.mean(local)),
-              per_chain=np.mean(local >= DENSE, axis=1).tolist())
+  """Chain-averaged dense and dilute shares (``active.phase_fractions``), the dense
+  share of each chain, and the spread of the local packing of ``positions [C, N, d]``."""
+  dense, dilute = active.phase_fractions(positions, params, dense=DENSE, dilute=DILUTE)
+  spread = [float(np.std(active.local_packing_fraction(jnp.asarray(x), params)))
+            for x in positions]
+  return dict(dense=float(jnp.mean(dense)), dilute=float(jnp.mean(dilute)),
+              std=float(np.mean(spread)), per_chain=np.asarray(dense).tolist())
 
 
 def relax(args, spread, params) -> list[dict]:

@@ -347,8 +347,8 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
   noise from ``key[c]`` when ``key`` holds ``C`` keys, else from ``fold_in(key, c)``, and
   keeps its own neighbour list. With ``one_loop`` the chains advance together in one
   compiled loop (fewer, larger kernels: the choice for accelerators, where it is the
-  default); without, one after another (the CPU default: batching the neighbour-list
-  gathers makes the loop slower there, ``benchmarks/results/bench_production_cpu.md``).
+  default); without, one after another (the CPU default: there the one loop ran 4 chains
+  at 0.56x the speed of separate runs, ``benchmarks/results/bench_production_cpu.md``).
   Either way a chain gives the states of its lone run with the same key: bit for bit one
   after another, and up to float rounding in one loop (XLA may order a batched force sum
   differently).
@@ -484,6 +484,8 @@ def local_packing_fraction(x, params: AOUPParams, probe: Optional[float] = None,
   r"""Packing fraction seen by each particle: the number of particle centres within
   ``probe`` of it (itself included, minimum image) times :math:`V_d(a) / V_d(R)`,
   the disk-counting estimate of the local density. ``[N, d] -> [N]`` (dimensionless).
+  A diagnostic for the MIPS states of Boffi & Vanden-Eijnden (PNAS 2024), whose code
+  tells solid from gas by neighbour counts within a fixed radius in the same way.
 
   Motility-induced phase separation shows as a bimodal distribution: dense clusters
   near close packing and a dilute gas; an ideal gas (independent uniform positions) at
