@@ -1,20 +1,26 @@
-"""How fast active particles at the MIPS parameters separate into two phases, from a
-uniform start and from a clump.
+"""How fast active particles at the MIPS parameters separate into two phases, and
+whether a dense phase, once made, survives: runs from a uniform start, a clump and a
+dense slab.
 
 ``python -m benchmarks.mips_relaxation [--n 1024] [--steps 200000] [--chunk 20000]
-[--chains 2] [--starts uniform clump] [--out DIR]``
+[--chains 2] [--starts uniform clump slab] [--out DIR]``
 
 Active Ornstein-Uhlenbeck particles (``entropylab.production.active``) at Boffi &
 Vanden-Eijnden's MIPS parameters (v0 = 0.025, gamma = 1e-4, packing fraction 0.5,
-eps = 0, dt = 0.1) from two starts: positions uniform in the box, and a clump
-(``random_configuration(..., spread=0.5)``, normal positions with standard deviation
-L / 2, as in the authors' data generation). After every ``chunk`` steps the script
-measures each particle's local packing fraction (``local_packing_fraction``: centres
-within 3 radii) and reports, averaged over the chains, the fraction of particles in
-dense surroundings (local packing >= 0.7), in dilute ones (<= 0.3), and the standard
-deviation of the local packing; a homogeneous fluid has few of either, a phase-separated
-system many of both. It answers how long the ``active_matter`` experiment must relax and
-from which start. Not part of ``python -m benchmarks``.
+eps = 0, dt = 0.1, k = 1, beta = 7.5: the values in the file names of the authors'
+MIPS data sets, ``notebooks/mips.ipynb`` of nmboffi/active_pflows) from three starts:
+positions uniform in the box; a clump (``random_configuration(..., spread=0.5)``,
+normal positions with standard deviation L / 2, as in the authors' data generation);
+and a slab (``slab_configuration``: 70 % of the particles on a triangular lattice at
+spacing 2.1 across the periodic box, the rest a gas beside it), the usual test of
+whether a dense phase coexists with a gas. After every ``chunk`` steps the script
+reports, averaged over the chains, two pairs of order parameters: the shares of
+particles in dense (local packing >= 0.7) and dilute (<= 0.3) surroundings from
+``local_packing_fraction`` with centres within 3 radii, with the standard deviation of
+the local packing; and the authors' own labels (their notebook calls a particle solid
+with >= 5 centres, itself included, within 2.4, and gas with <= 2). A homogeneous fluid
+has few of either, a phase-separated system many of both. Default starts: uniform and
+clump. Not part of ``python -m benchmarks``.
 """
 
 from __future__ import annotations
@@ -35,8 +41,17 @@ from entropylab.production import active
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DENSE, DILUTE = 0.7, 0.3
-STARTS = {"uniform": None, "clump (spread 0.5)": 0.5}
-STARTS_BY_FLAG = {"uniform": "uniform", "clump": "clump (spread 0.5)"}
+# The authors' labels as local packings at probe 2.4: >= 5 centres is >= 4.5 / 2.4^2,
+# <= 2 centres is <= 2.5 / 2.4^2 (half-integers keep float rounding off the boundary).
+PROBE_AUTHORS = 2.4
+SOLID, GAS = 4.5 / PROBE_AUTHORS ** 2, 2.5 / PROBE_AUTHORS ** 2
+STARTS = {
+    "uniform": lambda key, n, p: active.random_configuration(key, n, p),
+    "clump (spread 0.5)": lambda key, n, p: active.random_configuration(key, n, p, spread=0.5),
+    "slab (70 %)": lambda key, n, p: active.slab_configuration(key, n, p, dense_share=0.7),
+}
+STARTS_BY_FLAG = {"uniform": "uniform", "clump": "clump (spread 0.5)", "slab": "slab (70 %)"}
+DEFAULT_STARTS = ["clump", "uniform"]
 
 
 def parse_args(argv):
@@ -48,7 +63,7 @@ def parse_args(argv):
   parser.add_argument("--chains", type=int, default=2)
   parser.add_argument("--packing", type=float, default=0.5)
   parser.add_argument("--starts", nargs="+", choices=sorted(STARTS_BY_FLAG),
-                      default=sorted(STARTS_BY_FLAG), help="which starts to run")
+                      default=DEFAULT_STARTS, help="which starts to run")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", type=Path, default=RESULTS_DIR)
   return parser.parse_args(argv)
@@ -58,16 +73,19 @@ def order_parameters(positions: np.ndarray, params: active.AOUPParams) -> dict:
   """Chain-averaged dense and dilute shares (``active.phase_fractions``), the dense
   share of each chain, and the spread of the local packing of ``positions [C, N, d]``."""
   dense, dilute = active.phase_fractions(positions, params, dense=DENSE, dilute=DILUTE)
+  solid, gas = active.phase_fractions(positions, params, dense=SOLID, dilute=GAS,
+                                      probe=PROBE_AUTHORS)
   spread = [float(np.std(active.local_packing_fraction(jnp.asarray(x), params)))
             for x in positions]
   return dict(dense=float(jnp.mean(dense)), dilute=float(jnp.mean(dilute)),
-              std=float(np.mean(spread)), per_chain=np.asarray(dense).tolist())
+              std=float(np.mean(spread)), per_chain=np.asarray(dense).tolist(),
+              solid=float(jnp.mean(solid)), gas=float(jnp.mean(gas)))
 
 
-def relax(args, spread, params) -> list[dict]:
+def relax(args, start, params) -> tuple[list[dict], np.ndarray]:
+  """Order parameters after every chunk, and the last positions of chain 0 ``[N, d]``."""
   key = jax.random.key(args.seed)
-  init = [active.random_configuration(jax.random.fold_in(key, c), args.n, params, spread=spread)
-          for c in range(args.chains)]
+  init = [start(jax.random.fold_in(key, c), args.n, params) for c in range(args.chains)]
   state = jnp.stack(init)
   keys = jax.random.split(jax.random.fold_in(key, 10_000), args.chains)
   rows = [dict(step=0, seconds=0.0, **order_parameters(np.asarray(state[:, 0]), params))]
@@ -81,9 +99,35 @@ def relax(args, spread, params) -> list[dict]:
     rows.append(row)
     print(f"  step {row['step']:>8}: dense {row['dense']:.3f} (chains "
           + ", ".join(f"{v:.3f}" for v in row["per_chain"])
-          + f"), dilute {row['dilute']:.3f}, std {row['std']:.3f} ({row['seconds']:.0f} s)",
+          + f"), dilute {row['dilute']:.3f}, std {row['std']:.3f}; authors' solid "
+          f"{row['solid']:.3f}, gas {row['gas']:.3f} ({row['seconds']:.0f} s)",
           flush=True)
-  return rows
+  return rows, np.asarray(state[0, 0])
+
+
+def plot_final(path: Path, finals: dict, params: active.AOUPParams, steps: int) -> None:
+  """One panel per start: chain 0's particles at the end, drawn to scale (radius ``a``)
+  and coloured by their local packing fraction."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from matplotlib.collections import EllipseCollection
+
+  size = 2 * params.radius
+  fig, axes = plt.subplots(1, len(finals), figsize=(5 * len(finals), 5.4), squeeze=False)
+  for ax, (name, x) in zip(axes[0], finals.items()):
+    local = np.asarray(active.local_packing_fraction(jnp.asarray(x), params))
+    disks = EllipseCollection(np.full(len(x), size), np.full(len(x), size), 0.0, units="xy",
+                              offsets=x, offset_transform=ax.transData, array=local,
+                              cmap="viridis", clim=(0.0, 1.0))
+    ax.add_collection(disks)
+    ax.set_xlim(-params.half_width, params.half_width)
+    ax.set_ylim(-params.half_width, params.half_width)
+    ax.set_aspect(1.0)
+    ax.set_title(f"{name}, step {steps:,}")
+  fig.colorbar(disks, ax=axes[0].tolist(), label="local packing fraction", shrink=0.8)
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
 
 
 def to_markdown(args, results, params) -> str:
@@ -102,15 +146,19 @@ def to_markdown(args, results, params) -> str:
       f"- local packing: centres within 3 radii times (1/3)^2 (`local_packing_fraction`); "
       f"dense = share of particles with local packing >= {DENSE}, dilute = <= {DILUTE}, "
       "std = standard deviation of the local packing over the particles; chain averages",
+      f"- the authors' labels (`notebooks/mips.ipynb` of nmboffi/active_pflows): solid = "
+      f"share of particles with >= 5 centres (itself included) within {PROBE_AUTHORS}, "
+      "gas = <= 2; chain averages",
       "",
-      "| step | " + " | ".join(f"{name}: dense / dilute / std (dense per chain)"
-                              for name in results) + " |",
-      "|---:|" + "---:|" * len(results),
+      "| step | " + " | ".join(f"{name}: dense / dilute / std (dense per chain) | "
+                              f"{name}: solid / gas" for name in results) + " |",
+      "|---:|" + "---:|---:|" * len(results),
   ]
   steps = [r["step"] for r in next(iter(results.values()))]
   for i, step in enumerate(steps):
     cells = [f"{rows[i]['dense']:.3f} / {rows[i]['dilute']:.3f} / {rows[i]['std']:.3f} ("
-             + ", ".join(f"{v:.2f}" for v in rows[i]["per_chain"]) + ")"
+             + ", ".join(f"{v:.2f}" for v in rows[i]["per_chain"]) + ") | "
+             + f"{rows[i]['solid']:.3f} / {rows[i]['gas']:.3f}"
              for rows in results.values()]
     lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
@@ -122,19 +170,20 @@ def main(argv=None) -> int:
     raise SystemExit(f"--steps ({args.steps}) must be a multiple of --chunk ({args.chunk})")
   params = active.AOUPParams(v0=0.025, gamma=1e-4, epsilon=0.0,
                              half_width=active.box_half_width(args.n, args.packing))
-  results = {}
-  for name, spread in STARTS.items():
+  results, finals = {}, {}
+  for name, start in STARTS.items():
     if not any(STARTS_BY_FLAG[flag] == name for flag in args.starts):
       continue
     print(f"{name}:", flush=True)
-    results[name] = relax(args, spread, params)
+    results[name], finals[name] = relax(args, start, params)
   text = to_markdown(args, results, params)
   print(text)
   args.out.mkdir(parents=True, exist_ok=True)
-  suffix = "" if len(results) == len(STARTS) else "_" + "_".join(sorted(args.starts))
+  suffix = "" if sorted(args.starts) == DEFAULT_STARTS else "_" + "_".join(sorted(args.starts))
   path = args.out / f"mips_relaxation_{jax.devices()[0].platform}{suffix}_n{args.n}.md"
   path.write_text(text)
-  print(f"wrote {path}")
+  plot_final(path.with_suffix(".png"), finals, params, args.steps)
+  print(f"wrote {path} and {path.with_suffix('.png').name}")
   return 0
 
 

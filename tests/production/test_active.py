@@ -281,3 +281,58 @@ def test_phase_fractions_of_an_ideal_gas_are_binomial_tails():
   assert float(jnp.mean(dilute)) == pytest.approx(stats.binom.cdf(1, n - 1, prob), abs=0.006)
   with pytest.raises(ValueError, match="dilute"):
     active.phase_fractions(x, p, dense=0.2, dilute=0.3)
+
+
+def test_slab_start_is_a_periodic_triangular_slab_and_a_gas():
+  """The slab tiles the periodic height with an even number of rows: every slab
+  particle's nearest slab neighbour is at the in-row spacing (also across the y boundary),
+  its six lattice neighbours lie within 1.1 spacings, and no gas particle starts inside
+  the slab's x range."""
+  n = 1024
+  p = params(n, 0.5)
+  s = np.asarray(active.slab_configuration(jax.random.key(0), n, p, dense_share=0.7))
+  x, g = s[0], s[1]
+  assert s.shape == (2, n, 2)
+  assert np.all(x >= -p.half_width) and np.all(x < p.half_width)
+  diff = np.asarray(active.minimum_image(jnp.asarray(x[:, None] - x[None]), p.half_width))
+  dist = np.sqrt(np.sum(diff ** 2, axis=-1))
+  np.fill_diagonal(dist, np.inf)
+  width = float(np.max(np.abs(x[:, 0][:700])))
+  in_slab = np.abs(x[:, 0]) <= width
+  slab = np.flatnonzero(in_slab)
+  assert 0.68 * n <= slab.size <= 0.72 * n
+  np.testing.assert_allclose(np.min(dist[np.ix_(slab, slab)], axis=1), 2.1, rtol=1e-5)
+  # Interior slab particles (away from the slab's x edges) have six neighbours within
+  # 1.1 spacings: the two in their row and four in the rows above and below.
+  interior = slab[np.abs(x[slab, 0]) < width - 3.0]
+  assert interior.size > 0.5 * slab.size
+  np.testing.assert_array_equal(np.sum(dist[interior] < 1.1 * 2.1, axis=1), 6)
+  # The gas fills the rest of the box; the self-propulsions are standard normal.
+  assert np.all(np.abs(x[~in_slab, 0]) > width)
+  assert np.std(g) == pytest.approx(1.0, rel=0.05)
+  with pytest.raises(ValueError, match="dense_share"):
+    active.slab_configuration(jax.random.key(0), n, p, dense_share=1.0)
+  with pytest.raises(ValueError, match="spacing"):
+    active.slab_configuration(jax.random.key(0), n, p, spacing=-2.0)
+  with pytest.raises(ValueError, match="dense_share=0.99"):
+    active.slab_configuration(jax.random.key(0), 64, params(64, 0.9), dense_share=0.99)
+
+
+def test_mips_relaxation_labels_match_the_authors_neighbour_counts():
+  """``benchmarks.mips_relaxation`` turns the authors' labels (solid: >= 5 centres,
+  itself included, within 2.4; gas: <= 2) into local-packing thresholds; on random
+  configurations, a clump and a slab they must pick the same particles as direct counts."""
+  from benchmarks import mips_relaxation as study
+  n = 512
+  p = params(n, 0.5)
+  starts = [active.random_configuration(jax.random.key(0), n, p),
+            active.random_configuration(jax.random.key(1), n, p, spread=0.5),
+            active.slab_configuration(jax.random.key(2), n, p)]
+  x = np.stack([np.asarray(s[0]) for s in starts])
+  got = study.order_parameters(x, p)
+  diff = np.asarray(active.minimum_image(jnp.asarray(x[:, :, None] - x[:, None, :]),
+                                         p.half_width))
+  counts = np.sum(np.sum(diff ** 2, axis=-1) < 2.4 ** 2, axis=-1)  # itself included
+  assert got["solid"] == pytest.approx(np.mean(counts >= 5), abs=1e-12)
+  assert got["gas"] == pytest.approx(np.mean(counts <= 2), abs=1e-12)
+  assert 0.0 < got["gas"] < got["solid"] < 1.0
