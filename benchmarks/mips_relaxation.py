@@ -119,14 +119,14 @@ def plot_final(path: Path, finals: dict, params: active.AOUPParams, steps: int) 
     local = np.asarray(active.local_packing_fraction(jnp.asarray(x), params))
     disks = EllipseCollection(np.full(len(x), size), np.full(len(x), size), 0.0, units="xy",
                               offsets=x, offset_transform=ax.transData, array=local,
-                              cmap="viridis", clim=(0.0, 1.0))
+                              cmap="viridis", clim=(0.0, 1.0), antialiased=False)
     ax.add_collection(disks)
     ax.set_xlim(-params.half_width, params.half_width)
     ax.set_ylim(-params.half_width, params.half_width)
     ax.set_aspect(1.0)
     ax.set_title(f"{name}, step {steps:,}")
   fig.colorbar(disks, ax=axes[0].tolist(), label="local packing fraction", shrink=0.8)
-  fig.savefig(path, dpi=90)
+  fig.savefig(path, dpi=60)
   plt.close(fig)
 
 
@@ -134,7 +134,7 @@ def to_markdown(args, results, params) -> str:
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
   device = jax.devices()[0]
   lines = [
-      f"# MIPS relaxation from a uniform start and from a clump ({device.platform})",
+      f"# MIPS relaxation ({device.platform})",
       "",
       f"- device: `{device.device_kind}`; host: {_host_cpu()}; jax {jax.__version__}, "
       f"Python {platform.python_version()}; date: {now}",

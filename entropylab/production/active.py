@@ -12,10 +12,13 @@ dimensions with positions :math:`x_i` and self-propulsion :math:`g_i`:
 with the soft repulsion :math:`F(r) = \mathrm{softplus}_\beta(2a - |r|)\,r/|r|`,
 :math:`\mathrm{softplus}_\beta(u) = \log(1 + e^{\beta u})/\beta`, particle radius
 ``a``, minimum-image distances in the box :math:`[-L, L)^d`. The box follows from the
-packing fraction :math:`\phi = N V_d(a) / (2L)^d` (:func:`box_half_width`). Motility-
-induced phase separation appears at :math:`v_0 = 0.025`, :math:`\gamma = 10^{-4}`,
-:math:`\phi = 0.5`, :math:`\epsilon = 0`, :math:`\Delta t = 0.1` (the paper's MIPS
-parameters).
+packing fraction :math:`\phi = N V_d(a) / (2L)^d` (:func:`box_half_width`). The
+paper's motility-induced phase separation runs use :math:`v_0 = 0.025`,
+:math:`\gamma = 10^{-4}`, :math:`\phi = 0.5`, :math:`\epsilon = 0`, :math:`\Delta t =
+0.1`, :math:`k = 1`, :math:`\beta = 7.5`, :math:`A = 0`; a dense phase then coexists
+with a gas only in large enough boxes: a slab of 70 % of the particles
+(:func:`slab_configuration`) stays dense at N = 4096 and dissolves at N = 1024
+(``benchmarks/mips_relaxation.py`` and its results).
 
 Forces use a cell list (:func:`neighbor_list`): particles are binned into cells at
 least ``cutoff`` wide, and each particle keeps at most ``max_neighbors`` partners
@@ -447,9 +450,11 @@ def random_configuration(key: Array, n: int, params: AOUPParams, dim: int = 2,
   centre with standard deviation ``spread * L`` in each coordinate, folded into the box.
 
   ``spread = 0.5`` is the start of the MIPS data generation in Boffi &
-  Vanden-Eijnden's code. At the paper's parameters such a clump does not stay dense: at
-  N = 1024 it has spread out within 2 x 10^4 steps
-  (``benchmarks/results/mips_relaxation_cpu_n1024.md`` compares it with a uniform start).
+  Vanden-Eijnden's code. At the paper's parameters, whether such a clump stays dense
+  depends on the box: at N = 1024 it has spread out within 2 x 10^4 steps
+  (``benchmarks/results/mips_relaxation_cpu_n1024.md``); at N = 4096 it keeps 0.46 of
+  the particles in dense surroundings after 4 x 10^4 steps, where a uniform start has
+  0.28 (``mips_relaxation_cpu_clump_slab_uniform_n4096.md``).
   """
   _checks.check_positive_int(n, "n")
   _checks.check_positive_int(dim, "dim")
