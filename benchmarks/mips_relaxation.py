@@ -19,8 +19,10 @@ particles in dense (local packing >= 0.7) and dilute (<= 0.3) surroundings from
 ``local_packing_fraction`` with centres within 3 radii, with the standard deviation of
 the local packing; and the authors' own labels (their notebook calls a particle solid
 with >= 5 centres, itself included, within 2.4, and gas with <= 2). A homogeneous fluid
-has few of either, a phase-separated system many of both. Default starts: uniform and
-clump. Not part of ``python -m benchmarks``.
+has few of either, a phase-separated system many of both. The table goes to
+``results/mips_relaxation_<platform>[_<starts>]_n<N>.md``, with a figure of chain 0's
+last configuration per start beside it (``.png``). Default starts: uniform and clump.
+Not part of ``python -m benchmarks``.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def parse_args(argv):
 
 def order_parameters(positions: np.ndarray, params: active.AOUPParams) -> dict:
   """Chain-averaged dense and dilute shares (``active.phase_fractions``), the dense
-  share of each chain, and the spread of the local packing of ``positions [C, N, d]``."""
+  share of each chain, the spread of the local packing, and the chain-averaged shares
+  under the authors' solid / gas labels, of ``positions [C, N, d]``."""
   dense, dilute = active.phase_fractions(positions, params, dense=DENSE, dilute=DILUTE)
   solid, gas = active.phase_fractions(positions, params, dense=SOLID, dilute=GAS,
                                       probe=PROBE_AUTHORS)

@@ -37,9 +37,9 @@ self-propulsion persist for 10^5 steps). The box size matters: on CPU
 and the authors' clump each become one round dense cluster at N = 4096 (0.62 and 0.52
 of the particles in dense surroundings after 2 x 10^5 steps), but the slab dissolves
 into a homogeneous fluid within 10^4 steps at N = 1024, and a uniform start at N = 4096
-forms coarsening domains (0.28 dense after 4 x 10^4 steps). The main chains run in one ``simulate_aoup``
-call per chunk (one compiled loop on accelerators). The summary records, after every
-chunk, the shares of particles in dense and in dilute surroundings
+forms coarsening domains (0.28 dense after 4 x 10^4 steps). The main chains run in one
+``simulate_aoup`` call per chunk (one compiled loop on accelerators). The summary
+records, after every chunk, the shares of particles in dense and in dilute surroundings
 (``active.phase_fractions``), so a run shows whether and when it phase-separated.
 
 Outputs: ``local_epr.png``, ``training.png``, ``table.md``, ``summary.json``.

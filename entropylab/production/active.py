@@ -479,9 +479,7 @@ def slab_configuration(key: Array, n: int, params: AOUPParams, dense_share: floa
   uniform in the strip outside the slab. Self-propulsions are standard normal (their
   stationary law), so the slab starts with no preferred orientation. The row spacing
   is adjusted so that an even number of rows tiles the period ``2L`` exactly; the
-  in-row spacing is ``spacing`` (default ``2.1 a``, just past contact ``2a``, where the
-  softplus repulsion at the paper's ``beta = 7.5`` equals ``v_0 |g|`` for a typical
-  ``|g|``).
+  in-row spacing is ``spacing`` (default ``2.1 a``, just past contact ``2a``).
 
   This is the usual start for measuring whether a dense phase coexists with a gas
   (motility-induced phase separation): a stable slab keeps its particles; an unstable
