@@ -85,10 +85,11 @@ def order_parameters(positions: np.ndarray, params: active.AOUPParams) -> dict:
               solid=float(jnp.mean(solid)), gas=float(jnp.mean(gas)))
 
 
-def relax(args, start, params) -> tuple[list[dict], np.ndarray]:
+def relax(args, make_start, params) -> tuple[list[dict], np.ndarray]:
   """Order parameters after every chunk, and the last positions of chain 0 ``[N, d]``."""
   key = jax.random.key(args.seed)
-  init = [start(jax.random.fold_in(key, c), args.n, params) for c in range(args.chains)]
+  init = [make_start(jax.random.fold_in(key, c), args.n, params)
+          for c in range(args.chains)]
   state = jnp.stack(init)
   keys = jax.random.split(jax.random.fold_in(key, 10_000), args.chains)
   rows = [dict(step=0, seconds=0.0, **order_parameters(np.asarray(state[:, 0]), params))]
@@ -174,11 +175,11 @@ def main(argv=None) -> int:
   params = active.AOUPParams(v0=0.025, gamma=1e-4, epsilon=0.0,
                              half_width=active.box_half_width(args.n, args.packing))
   results, finals = {}, {}
-  for name, start in STARTS.items():
+  for name, make_start in STARTS.items():
     if not any(STARTS_BY_FLAG[flag] == name for flag in args.starts):
       continue
     print(f"{name}:", flush=True)
-    results[name], finals[name] = relax(args, start, params)
+    results[name], finals[name] = relax(args, make_start, params)
   text = to_markdown(args, results, params)
   print(text)
   args.out.mkdir(parents=True, exist_ok=True)

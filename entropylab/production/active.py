@@ -15,8 +15,8 @@ with the soft repulsion :math:`F(r) = \mathrm{softplus}_\beta(2a - |r|)\,r/|r|`,
 packing fraction :math:`\phi = N V_d(a) / (2L)^d` (:func:`box_half_width`). The
 paper's motility-induced phase separation runs use :math:`v_0 = 0.025`,
 :math:`\gamma = 10^{-4}`, :math:`\phi = 0.5`, :math:`\epsilon = 0`, :math:`\Delta t =
-0.1`, :math:`k = 1`, :math:`\beta = 7.5`, :math:`A = 0`; a dense phase then coexists
-with a gas only in large enough boxes: a slab of 70 % of the particles
+0.1`, :math:`k = 1`, :math:`\beta = 7.5`, :math:`A = 0`. Whether a dense phase then
+coexists with a gas depends on the box in our runs: a slab of 70 % of the particles
 (:func:`slab_configuration`) becomes one dense cluster at N = 4096 (still holding 0.62
 of the particles in dense surroundings after 2 x 10^5 steps) and dissolves at N = 1024
 (``benchmarks/mips_relaxation.py`` and its results).
@@ -474,6 +474,7 @@ def slab_configuration(key: Array, n: int, params: AOUPParams, dense_share: floa
                        spacing: Optional[float] = None) -> Array:
   r"""``[2, N, 2]`` initial state for coexistence runs: a dense slab and a gas.
 
+  For the MIPS system of Boffi & Vanden-Eijnden (PNAS 2024) described above.
   ``round(dense_share * N)`` particles (rounded to whole rows) sit on a triangular
   lattice that fills the periodic box along ``y`` and is centred in ``x``; the rest are
   uniform in the strip outside the slab. Self-propulsions are standard normal (their
@@ -484,7 +485,20 @@ def slab_configuration(key: Array, n: int, params: AOUPParams, dense_share: floa
   This is the usual start for measuring whether a dense phase coexists with a gas
   (motility-induced phase separation): a stable slab keeps its particles; an unstable
   one dissolves into a homogeneous fluid. Two dimensions only.
+
+  Args:
+    key: PRNG key (gas positions and self-propulsions).
+    n: number of particles ``N``.
+    params: the system (box half width ``L`` and radius ``a``, lengths in the model's
+      units).
+    dense_share: target fraction of the particles in the slab, in (0, 1).
+    spacing: in-row lattice spacing (length), default ``2.1 a``.
+
+  Returns:
+    ``[2, N, 2]``: positions (the slab's particles first, then the gas) and
+    self-propulsions.
   """
+  check_params(params)
   _checks.check_positive_int(n, "n")
   if not 0 < float(dense_share) < 1:
     raise ValueError(f"dense_share must lie in (0, 1), got {dense_share}")
