@@ -16,14 +16,26 @@ Steps:
    simulation runs in chunks saved under ``sim/``, so ``--resume`` continues a killed run
    where it stopped.
 2. A ``LocalTransformer`` score (each particle attends to its ``num_neighbors`` nearest
-   neighbours; with ``shift_g`` it learns the correction to ``s_g = -g``) trained by
-   antithetic denoising score matching, with noise scales
-   ``dsm_sigma_x`` on positions and ``dsm_sigma_g`` on self-propulsions, using the
-   runner's checkpointed loop (``train/``). The last ``held_out`` fraction of each
-   chain's samples is kept for evaluation.
-3. On held-out samples: the total EPR and its per-particle terms, a map of the
-   per-particle EPR binned over the box (``local_epr.png``, beside the particle density),
-   and the stationarity residual E[v . s] / E[|v| |s|].
+   neighbours; with ``shift_g`` it learns the correction to ``s_g = -g``), trained with
+   the runner's checkpointed loop (``train/``). The default loss (``score_loss =
+   "ism_g"``) is implicit score matching of the self-propulsion part, the only part the
+   rate needs, with the exact per-particle divergence
+   (``prod.local_implicit_score_matching_loss``), plus antithetic denoising score
+   matching of the position part (noise ``dsm_sigma_x``), each on ``query_size``
+   random particles per state. ``"dsm"`` trains the whole state by denoising score
+   matching (noise ``dsm_sigma_x``, ``dsm_sigma_g``), the choice of earlier runs: its
+   noise on ``g`` smooths the conditional density of ``g`` given the positions, which
+   is narrow for particles held in place by their neighbours, and its variance grows
+   as the noise shrinks. The last ``held_out`` fraction of each chain's samples is
+   kept for evaluation.
+3. On held-out samples: the total EPR and its per-particle terms, the lower bound
+   ``prod.hypoelliptic_entropy_production_bound`` (valid for any score, equal to the
+   rate at the exact score; it needs samples independent of the training data, which
+   the transfer chains of step 4 are and the held-out states of the training chains
+   are only in part), means per particle grouped by local packing (dilute,
+   intermediate: the interfaces, dense), a map of both binned over the box
+   (``local_epr.png``, beside the particle density), and the stationarity residual
+   E[v . s] / E[|v| |s|].
 4. Transfer: the same network, unchanged, on a system of ``transfer_factor`` times more
    particles at the same density, and at each of ``transfer_packing`` (fresh simulations
    of the same length): EPR per particle and the stationarity residual.
@@ -90,11 +102,21 @@ class Config:
   num_neighbors: int = 16
   width: int = 64
   depth: int = 2
-  train_steps: int = 6_000  # 4 min 55 s on an H200 (gpu_checks_NVIDIA_H200.md)
+  train_steps: int = 6_000
   batch_size: int = 8
   learning_rate: float = 1e-3
+  # "ism_g": implicit score matching on the self-propulsions (exact per-particle
+  # divergence, the EPR's only input) plus denoising score matching on the positions
+  # (noise dsm_sigma_x), each on query_size random particles per state; "dsm":
+  # denoising score matching of the whole state (noise dsm_sigma_x, dsm_sigma_g).
+  score_loss: str = "ism_g"
+  query_size: int = 512
   dsm_sigma_x: float = 0.05
   dsm_sigma_g: float = 0.05
+  # A second network trained by "dsm" for this many steps at this batch size on the
+  # same samples (0: none), evaluated beside the first: plug-in rate and lower bound.
+  dsm_baseline_steps: int = 0
+  dsm_baseline_batch_size: int = 2
   map_bins: int = 24
   # The g-part of the "shift" parametrisation: s = NN + (0, -g), exact with NN = 0 when
   # g is independent of x (v0 = 0), so the network learns only the activity's
@@ -108,12 +130,21 @@ class Config:
   def validate(self) -> None:
     for name in ("n_particles", "chains", "relax_steps", "sample_every", "samples_per_chain",
                  "chunk_steps", "max_neighbors", "max_per_cell", "num_neighbors", "width",
-                 "depth", "train_steps", "batch_size", "map_bins", "transfer_factor"):
+                 "depth", "train_steps", "batch_size", "query_size", "map_bins",
+                 "transfer_factor"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.n_particles <= self.num_neighbors:
       raise ValueError(f"n_particles ({self.n_particles}) must exceed num_neighbors "
                        f"({self.num_neighbors})")
+    if self.dsm_baseline_steps < 0 or self.dsm_baseline_batch_size < 1:
+      raise ValueError(f"need dsm_baseline_steps >= 0 and dsm_baseline_batch_size >= 1, got "
+                       f"{self.dsm_baseline_steps}, {self.dsm_baseline_batch_size}")
+    if self.score_loss not in ("ism_g", "dsm"):
+      raise ValueError(f"score_loss must be 'ism_g' or 'dsm', got {self.score_loss!r}")
+    if self.query_size > self.n_particles:
+      raise ValueError(f"query_size ({self.query_size}) must be <= n_particles "
+                       f"({self.n_particles})")
     for phi in (self.packing_fraction,) + tuple(self.transfer_packing):
       if not 0 < phi < 1:
         raise ValueError(f"packing fractions must lie in (0, 1), got {phi}")
@@ -139,7 +170,8 @@ class Config:
 PRESETS = {
     "smoke": Config(n_particles=256, chains=2, relax_steps=2000, sample_every=50,
                     samples_per_chain=32, chunk_steps=1000, num_neighbors=12, width=32,
-                    train_steps=200, batch_size=4, learning_rate=2e-3, map_bins=12,
+                    train_steps=200, batch_size=4, learning_rate=2e-3, query_size=128,
+                    map_bins=12,
                     transfer_factor=4, transfer_packing=(0.3,)),
     # The authors' start: a clump that becomes one dense cluster at N = 4096.
     "paper": Config(initial_spread=0.5),
@@ -197,22 +229,51 @@ def _phases(step: int, x, params: active.AOUPParams) -> dict:
           "dense_per_chain": [round(float(v), 4) for v in dense]}
 
 
-def score_function(net, net_params, half_width, shift_g: bool):
-  """``s(state [2, N, 2]) -> [2, N, 2]``: the network's output, plus ``(0, -g)`` with
-  ``shift_g`` (the g-part of Boffi & Vanden-Eijnden's shift; its x-part divides by
-  epsilon, which is 0 here). Positions are folded into the box first."""
-  def score(z):
-    out = net.apply(net_params, z.at[0].set(active.wrap_positions(z[0], half_width)),
-                    half_width)
+def local_score(net, net_params, half_width, shift_g: bool):
+  """``s(state [2, N, 2], query [M] or None, self_shift [2, M, 2] or None) -> [2, M, 2]``:
+  the network's output for the queried particles, plus ``(0, -g)`` with ``shift_g``
+  (the g-part of Boffi & Vanden-Eijnden's shift; its x-part divides by epsilon, which is
+  0 here). Positions are folded into the box first. The form that
+  ``prod.local_implicit_score_matching_loss`` and
+  ``prod.hypoelliptic_entropy_production_bound`` take."""
+  def score(z, query=None, self_shift=None):
+    z = z.at[0].set(active.wrap_positions(z[0], half_width))
+    out = net.apply(net_params, z, half_width, query, self_shift)
     if shift_g:
-      out = out.at[1].add(-z[1])
+      g = z[1] if query is None else z[1][query]
+      out = out.at[1].add(-(g if self_shift is None else g + self_shift[1]))
     return out
 
   return score
 
 
+def score_function(net, net_params, half_width, shift_g: bool):
+  """``s(state [2, N, 2]) -> [2, N, 2]``: :func:`local_score` for every particle."""
+  score = local_score(net, net_params, half_width, shift_g)
+  return lambda z: score(z)
+
+
+def position_dsm_loss(score, x, key, sigma_x: float, query_size: int):
+  """Antithetic denoising score matching of the position part alone:
+  ``E (N / M) sum_{i in query} 1/2 (|sigma s_x_i(x + sigma xi) + xi_i|^2 + (xi -> -xi))``,
+  noise on every position, ``M = query_size`` random particles scored per state."""
+  n = x.shape[2]
+
+  def per_sample(z, k):
+    kq, kn = jax.random.split(k)
+    query = jax.random.choice(kq, n, (query_size,), replace=False)
+    xi = jax.random.normal(kn, z[0].shape, z.dtype)
+    total = 0.0
+    for sign in (1.0, -1.0):
+      out = score(z.at[0].add(sign * sigma_x * xi), query)[0]
+      total = total + 0.5 * jnp.sum((sigma_x * out + sign * xi[query]) ** 2)
+    return (n / query_size) * total
+
+  return jnp.mean(jax.vmap(per_sample)(x, jax.random.split(key, x.shape[0])))
+
+
 def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run_dir: RunDir,
-                resume: bool):
+                resume: bool, subdir: str = "train"):
   net = LocalTransformer(num_neighbors=cfg.num_neighbors, width=cfg.width, depth=cfg.depth)
   xj = jnp.asarray(train_x)
   half = params.half_width
@@ -226,20 +287,27 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
   def loss_fn(p, batch):
     xb, k = batch
     # Noisy positions are folded back into the box before the network sees them.
-    score = score_function(net, p, half, cfg.shift_g)
-    return prod.denoising_score_matching_loss(score, xb, k, sigma)
+    if cfg.score_loss == "dsm":
+      return prod.denoising_score_matching_loss(score_function(net, p, half, cfg.shift_g),
+                                                xb, k, sigma)
+    score = local_score(net, p, half, cfg.shift_g)
+    k1, k2 = jax.random.split(k)
+    return (prod.local_implicit_score_matching_loss(score, xb, (1,), cfg.query_size, k1)
+            + position_dsm_loss(score, xb, k2, cfg.dsm_sigma_x, cfg.query_size))
 
   trained = fit_adam_cosine(loss_fn, init, jax.random.key(cfg.seed + 1),
                             num_steps=cfg.train_steps, learning_rate=cfg.learning_rate,
-                            batch_fn=batch_fn, run_dir=RunDir(run_dir.path / "train"),
+                            batch_fn=batch_fn, run_dir=RunDir(run_dir.path / subdir),
                             resume=resume, progress=cfg.progress)
   return net, trained
 
 
 def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
              shift_g: bool) -> dict:
-  """Total and per-particle EPR (hypoelliptic or elliptic by ``params.epsilon``) and the
-  stationarity residual on samples ``x [B, 2, N, 2]``."""
+  """On samples ``x [B, 2, N, 2]``: the total and per-particle plug-in EPR (hypoelliptic
+  or elliptic by ``params.epsilon``), the stationarity residual, and with eps = 0 the
+  lower bound ``prod.hypoelliptic_entropy_production_bound`` (total and per particle),
+  which needs samples independent of the training data to hold."""
   half = params.half_width
   score = score_function(net, net_params, half, shift_g)
   drift = lambda z: active.aoup_drift(z, params)
@@ -256,9 +324,30 @@ def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
   total = float(per_particle.sum(axis=1).mean())
   if not math.isfinite(total):
     raise FloatingPointError(f"the EPR estimate is {total}")
-  return {"epr_total": total, "epr_per_particle": total / x.shape[2],
-          "stationarity_relative": resid / scale if scale > 0 else float("nan"),
-          "per_particle": per_particle}
+  out = {"epr_total": total, "epr_per_particle": total / x.shape[2],
+         "stationarity_relative": resid / scale if scale > 0 else float("nan"),
+         "per_particle": per_particle, "bound_total": None, "bound_per_particle": None,
+         "bound_local": None}
+  if params.epsilon == 0:
+    bound = np.asarray(prod.hypoelliptic_entropy_production_bound(
+        local_score(net, net_params, half, shift_g), xj, params.gamma, local=True))
+    total_bound = float(bound.sum(axis=1).mean())
+    if not math.isfinite(total_bound):
+      raise FloatingPointError(f"the EPR bound is {total_bound}")
+    out.update(bound_total=total_bound, bound_per_particle=total_bound / x.shape[2],
+               bound_local=bound)
+  # Where it is produced: per-particle means over particles grouped by local packing
+  # (phase_fractions' thresholds; the middle group holds the cluster interfaces).
+  packing = np.stack([np.asarray(active.local_packing_fraction(z, params)) for z in xj[:, 0]])
+  groups = {"dilute": packing <= 0.3, "intermediate": (packing > 0.3) & (packing < 0.7),
+            "dense": packing >= 0.7}
+  out["by_packing"] = {
+      name: {"share": float(mask.mean()),
+             "epr": float(per_particle[mask].mean()) if mask.any() else None,
+             "bound": (float(out["bound_local"][mask].mean())
+                       if mask.any() and out["bound_local"] is not None else None)}
+      for name, mask in groups.items()}
+  return out
 
 
 def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, object]:
@@ -281,10 +370,25 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   lap("simulate_s")
   net, net_params = train_score(cfg, params, train_x, run_dir, resume)
   lap("train_s")
+  baseline = None
+  if cfg.dsm_baseline_steps:
+    base_cfg = dataclasses.replace(cfg, score_loss="dsm", train_steps=cfg.dsm_baseline_steps,
+                                   batch_size=cfg.dsm_baseline_batch_size)
+    baseline = train_score(base_cfg, params, train_x, run_dir, resume, subdir="train_dsm")
+    lap("train_dsm_baseline_s")
+  baseline_rows = {}
+
+  def evaluate_baseline(label, p, x):
+    if baseline is not None:
+      r = evaluate(*baseline, p, x, cfg.shift_g)
+      baseline_rows[label] = {k: r[k] for k in ("epr_per_particle", "bound_per_particle",
+                                                "stationarity_relative")}
+
   main = evaluate(net, net_params, params, test_x, cfg.shift_g)
+  evaluate_baseline("trained", params, test_x)
   lap("evaluate_s")
   losses = [r["loss"] for r in RunDir(run_dir.path / "train").metrics.records()]
-  _plot_map(cfg, params, test_x, main["per_particle"], run_dir)
+  _plot_map(cfg, params, test_x, main["per_particle"], main["bound_local"], run_dir)
   _plot_training(losses, run_dir)
 
   transfer = {}
@@ -295,7 +399,9 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     p = system(cfg, n, phi)
     x, relax = simulate_chains(cfg, p, n, 1, label.replace("=", ""), sim_dir, resume)
     result = evaluate(net, net_params, p, x[0, -n_held:], cfg.shift_g)
-    transfer[label] = {k: v for k, v in result.items() if k != "per_particle"}
+    evaluate_baseline(label, p, x[0, -n_held:])
+    transfer[label] = {k: v for k, v in result.items()
+                       if k not in ("per_particle", "bound_local")}
     transfer[label].update(dense=relax[-1]["dense"], dilute=relax[-1]["dilute"])
   lap("transfer_s")
   clock.pop("start")
@@ -303,13 +409,39 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   main.update(dense=relaxation[-1]["dense"], dilute=relaxation[-1]["dilute"])
   rows = [("trained", cfg.n_particles, cfg.packing_fraction, main)]
   rows += [(label, n, phi, transfer[label]) for label, n, phi in targets]
-  lines = ["| system | N | packing | EPR total | EPR per particle | E[v.s] / E[|v||s|] | "
-           "dense / dilute share at the end |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+  lines = ["| system | N | packing | EPR total | EPR per particle | lower bound per particle | "
+           "E[v.s] / E[|v||s|] | dense / dilute share at the end |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for label, n, phi, r in rows:
+    bound = "-" if r["bound_per_particle"] is None else f"{r['bound_per_particle']:.4g}"
     lines.append(f"| {label} | {n} | {phi} | {r['epr_total']:.4g} | "
-                 f"{r['epr_per_particle']:.4g} | {r['stationarity_relative']:+.3f} | "
+                 f"{r['epr_per_particle']:.4g} | {bound} | {r['stationarity_relative']:+.3f} | "
                  f"{r['dense']:.3f} / {r['dilute']:.3f} |")
+  fmt = lambda v: "-" if v is None else f"{v:.3g}"
+  lines += ["", "Per-particle means by local packing (`local_packing_fraction`: dilute <= 0.3, "
+            "dense >= 0.7, intermediate between, where the cluster interfaces are): share "
+            "of particles, plug-in EPR, lower bound:", "",
+            "| system | dilute | intermediate | dense |", "| --- | --- | --- | --- |"]
+  for label, _, _, r in rows:
+    lines.append(f"| {label} | " + " | ".join(
+        f"{g['share']:.2f}: {fmt(g['epr'])} / {fmt(g['bound'])}"
+        for g in (r["by_packing"][k] for k in ("dilute", "intermediate", "dense"))) + " |")
+  if baseline_rows:
+    lines += ["", f"Baseline: the same network trained by denoising score matching (noise "
+              f"{cfg.dsm_sigma_x} on x and {cfg.dsm_sigma_g} on g) for "
+              f"{cfg.dsm_baseline_steps} steps at batch {cfg.dsm_baseline_batch_size}, on "
+              "the same samples and evaluated on the same states; per particle:", "",
+              "| system | EPR (plug-in) | lower bound | E[v.s] / E[|v||s|] |",
+              "| --- | --- | --- | --- |"]
+    for label, r in baseline_rows.items():
+      lines.append(f"| {label} | {r['epr_per_particle']:.4g} | "
+                   f"{fmt(r['bound_per_particle'])} | {r['stationarity_relative']:+.3f} |")
+  lines += ["", "EPR: the plug-in gamma E|g + s_g|^2 of the learned score. Lower bound: "
+            "`hypoelliptic_entropy_production_bound`, 2 gamma [L(-g) - L(s)] with L the "
+            "implicit score matching loss of s_g; it holds on samples independent of the "
+            "training data: the transfer rows are fresh chains, while the trained row's "
+            "held-out states come from the training chains (their self-propulsions "
+            "persist for 1/gamma)."]
   start = ("uniform positions, an ideal gas" if cfg.initial_spread is None
            else f"a clump of spread {cfg.initial_spread} L")
   lines += ["", "Relaxation of the main chains (shares of particles with local packing >= 0.7 "
@@ -323,6 +455,9 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
       "train_samples": int(train_x.shape[0]), "held_out_samples": int(test_x.shape[0]),
       "epr_total": round(main["epr_total"], 6),
       "epr_per_particle": main["epr_per_particle"],
+      "bound_per_particle": main["bound_per_particle"],
+      "by_packing": main["by_packing"],
+      "dsm_baseline": baseline_rows or None,
       "stationarity_relative": round(main["stationarity_relative"], 4),
       "relaxation": relaxation,
       "final_loss": losses[-1] if losses else None,
@@ -335,7 +470,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
 
 
 def _plot_map(cfg: Config, params: active.AOUPParams, x: np.ndarray, per_particle: np.ndarray,
-              run_dir: RunDir) -> None:
+              bound: Optional[np.ndarray], run_dir: RunDir) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -343,22 +478,27 @@ def _plot_map(cfg: Config, params: active.AOUPParams, x: np.ndarray, per_particl
   half = params.half_width
   edges = np.linspace(-half, half, cfg.map_bins + 1)
   pos = x[:, 0].reshape(-1, 2)
-  weights = per_particle.reshape(-1)
   counts, _, _ = np.histogram2d(pos[:, 0], pos[:, 1], bins=[edges, edges])
-  sums, _, _ = np.histogram2d(pos[:, 0], pos[:, 1], bins=[edges, edges], weights=weights)
-  mean_epr = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-  fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4.2))
+
+  def binned(values):
+    sums, _, _ = np.histogram2d(pos[:, 0], pos[:, 1], bins=[edges, edges],
+                                weights=values.reshape(-1))
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+  panels = [(counts / counts.sum() * cfg.map_bins ** 2, "density", "viridis"),
+            (binned(per_particle), "mean per-particle EPR (plug-in)", "magma")]
+  if bound is not None:
+    panels.append((binned(bound), "mean per-particle lower bound", "magma"))
+  fig, axes = plt.subplots(1, 1 + len(panels), figsize=(4.7 * (1 + len(panels)), 4.2))
   last = x[-1, 0]
-  sc = ax1.scatter(last[:, 0], last[:, 1], c=per_particle[-1], s=6, cmap="magma")
-  fig.colorbar(sc, ax=ax1, label="per-particle EPR")
-  ax1.set_title("one held-out configuration")
-  for ax, data, title, cmap in ((ax2, counts / counts.sum() * cfg.map_bins ** 2, "density",
-                                 "viridis"),
-                                (ax3, mean_epr, "mean per-particle EPR", "magma")):
+  sc = axes[0].scatter(last[:, 0], last[:, 1], c=per_particle[-1], s=6, cmap="magma")
+  fig.colorbar(sc, ax=axes[0], label="per-particle EPR")
+  axes[0].set_title("one held-out configuration")
+  for ax, (data, title, cmap) in zip(axes[1:], panels):
     im = ax.imshow(data.T, origin="lower", extent=(-half, half, -half, half), cmap=cmap)
     fig.colorbar(im, ax=ax)
     ax.set_title(title)
-  for ax in (ax1, ax2, ax3):
+  for ax in axes:
     ax.set_aspect("equal")
   fig.suptitle(f"MIPS, N={cfg.n_particles}, phi={cfg.packing_fraction}, v0={cfg.v0}, "
                f"gamma={cfg.gamma}")
@@ -375,7 +515,7 @@ def _plot_training(losses, run_dir: RunDir) -> None:
   fig, ax = plt.subplots(figsize=(5, 3.5))
   ax.plot(np.arange(1, len(losses) + 1), losses, "o-")
   ax.set_xlabel("chunk")
-  ax.set_ylabel("denoising loss")
+  ax.set_ylabel("training loss")
   fig.tight_layout()
   fig.savefig(run_dir.figure_path("training"), dpi=110)
   plt.close(fig)

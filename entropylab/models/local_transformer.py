@@ -23,6 +23,8 @@ distances, ``O(N K)`` attention work); their indices carry no gradient, their of
 
 from __future__ import annotations
 
+from typing import Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -31,13 +33,18 @@ from jax import lax
 Array = jax.Array
 
 
-def nearest_neighbors(x: Array, half_width, k: int) -> tuple[Array, Array]:
+def nearest_neighbors(x: Array, half_width, k: int,
+                      query: Optional[Array] = None) -> tuple[Array, Array]:
   """The ``k`` nearest other particles of each of ``x: [N, d]`` in the periodic box
-  ``[-L, L)^d``: indices ``[N, k]`` and minimum-image offsets ``x_j - x_i`` ``[N, k, d]``."""
-  diff = x[None, :, :] - x[:, None, :]
+  ``[-L, L)^d``: indices ``[M, k]`` and minimum-image offsets ``x_j - x_i`` ``[M, k, d]``
+  for the ``M`` particles ``i`` in ``query`` (integer indices ``[M]``; all ``N`` if
+  ``None``). Cost ``O(M N)`` distances."""
+  centres = x if query is None else x[query]
+  diff = x[None, :, :] - centres[:, None, :]
   diff = diff - 2.0 * half_width * jnp.round(diff / (2.0 * half_width))
   d2 = jnp.sum(diff * diff, axis=-1)
-  d2 = jnp.where(jnp.eye(x.shape[0], dtype=bool), jnp.inf, d2)
+  rows = jnp.arange(x.shape[0]) if query is None else query
+  d2 = jnp.where(rows[:, None] == jnp.arange(x.shape[0])[None, :], jnp.inf, d2)
   _, idx = lax.top_k(-lax.stop_gradient(d2), k)
   return idx, jnp.take_along_axis(diff, idx[:, :, None], axis=1)
 
@@ -72,18 +79,39 @@ class LocalTransformer(nn.Module):
   heads: int = 4
 
   @nn.compact
-  def __call__(self, state: Array, half_width) -> Array:
+  def __call__(self, state: Array, half_width, query: Optional[Array] = None,
+               self_shift: Optional[Array] = None) -> Array:
+    """Args:
+      state: ``[2, N, d]`` positions (in the box) and self-propulsions.
+      half_width: the box half width ``L``.
+      query: integer indices ``[M]`` of the particles whose outputs are wanted (all
+        ``N``, in order, if ``None``); the others still act as neighbours. Work is
+        ``O(M N)`` distances plus ``O(M K)`` attention.
+      self_shift: ``[2, M, d]`` added to each queried particle's own position and
+        self-propulsion as seen by its own output only (its neighbours' outputs see the
+        unshifted state). At zero the output is unchanged, and the forward derivative
+        along it is the per-particle diagonal block ``d out_i / d state_i`` of the
+        Jacobian, whose trace is the exact divergence (see
+        ``entropylab.production.self_divergence``).
+
+    Returns:
+      ``[2, M, d]``.
+    """
     x, g = state[0], state[1]
     n, dim = x.shape
     if n <= self.num_neighbors:
       raise ValueError(f"need more than num_neighbors = {self.num_neighbors} particles, got {n}")
-    idx, rel = nearest_neighbors(x, half_width, self.num_neighbors)
+    idx, rel = nearest_neighbors(x, half_width, self.num_neighbors, query)
+    g_self = g if query is None else g[query]
+    if self_shift is not None:
+      rel = rel - self_shift[0][:, None, :]
+      g_self = g_self + self_shift[1]
     dist = jnp.sqrt(jnp.sum(rel * rel, axis=-1, keepdims=True) + 1e-12)
-    features = jnp.concatenate([rel, dist, g[idx]], axis=-1)           # [N, K, 2d + 1]
+    features = jnp.concatenate([rel, dist, g[idx]], axis=-1)           # [M, K, 2d + 1]
     neighbor_tokens = nn.Dense(self.width, name="embed_neighbor")(features)
-    self_token = nn.Dense(self.width, name="embed_self")(g)[:, None, :]   # [N, 1, W]
+    self_token = nn.Dense(self.width, name="embed_self")(g_self)[:, None, :]   # [M, 1, W]
     h = jnp.concatenate([self_token, neighbor_tokens], axis=1)
     for _ in range(self.depth):
       h = _Block(self.width, self.heads)(h)
-    out = nn.Dense(2 * dim, name="readout")(nn.LayerNorm()(h[:, 0]))    # [N, 2d]
+    out = nn.Dense(2 * dim, name="readout")(nn.LayerNorm()(h[:, 0]))    # [M, 2d]
     return jnp.stack([out[:, :dim], out[:, dim:]])

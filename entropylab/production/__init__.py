@@ -7,9 +7,11 @@
 * :mod:`entropylab.production.active`: interacting active Ornstein-Uhlenbeck particles
   in a periodic box (soft repulsion, cell lists), the motility-induced phase
   separation system;
-* :mod:`entropylab.production.score`: score-matching losses and the entropy production
-  rate from a learned score (Boffi & Vanden-Eijnden, PNAS 2024), with a score-free
-  cross-check;
+* :mod:`entropylab.production.score`: score-matching losses (among them implicit score
+  matching of local particle scores with the exact per-particle divergence) and the
+  entropy production rate from a learned score (Boffi & Vanden-Eijnden, PNAS 2024),
+  with a score-free cross-check and, for active particles with noise in ``g`` only, a
+  lower bound that holds for any score;
 * :mod:`entropylab.production.trajectory`: the trajectory baselines NEEP (Kim et al.,
   PRL 2020) and the short-time TUR with linear currents (Manikandan et al., PRL 2020).
 
@@ -34,10 +36,14 @@ from entropylab.production.ou import (
 from entropylab.production.score import (
     denoising_score_matching_loss,
     entropy_production_rate,
+    hypoelliptic_entropy_production_bound,
     implicit_score_matching_loss,
+    local_implicit_score_matching_loss,
+    local_implicit_score_matching_terms,
     jacobian_diagonal,
     probability_flow_velocity,
     score_free_entropy_production,
+    self_divergence,
     stationarity_residual,
 )
 from entropylab.production.sde import euler_maruyama, simulate_ou
@@ -58,7 +64,10 @@ __all__ = [
     "denoising_score_matching_loss",
     "entropy_production_rate",
     "euler_maruyama",
+    "hypoelliptic_entropy_production_bound",
     "implicit_score_matching_loss",
+    "local_implicit_score_matching_loss",
+    "local_implicit_score_matching_terms",
     "jacobian_diagonal",
     "linear_currents",
     "neep_delta_s",
@@ -70,6 +79,7 @@ __all__ = [
     "probability_flow_velocity",
     "sample_ou_pairs",
     "score_free_entropy_production",
+    "self_divergence",
     "simulate_aoup",
     "simulate_ou",
     "stationarity_residual",

@@ -8,26 +8,29 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from entropylab import production as prod
 from entropylab.production import active
 from entropylab.runner.rundir import RunDir
 from experiments import active_matter as am
 
 TINY = am.Config(n_particles=40, chains=1, relax_steps=40, sample_every=10, samples_per_chain=8,
                  chunk_steps=40, held_out=0.25, num_neighbors=6, width=16, depth=1,
-                 train_steps=20, batch_size=2, map_bins=4, transfer_factor=4,
+                 train_steps=20, batch_size=2, query_size=16, map_bins=4, transfer_factor=4,
                  transfer_packing=(0.3,), progress=False)
 
 
-def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
+@pytest.mark.parametrize("score_loss", ["ism_g", "dsm"])
+def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path, score_loss):
+  cfg = dataclasses.replace(TINY, score_loss=score_loss)
   run_dir = RunDir(tmp_path / "run")
-  summary = am.run(TINY, run_dir)
+  summary = am.run(cfg, run_dir)
   assert summary["train_samples"] == 6 and summary["held_out_samples"] == 2
   assert set(summary["transfer"]) == {"N=160", "phi=0.3"}
   assert (run_dir.path / "local_epr.png").stat().st_size > 0
   # The reported rate is gamma E|g + s_g|^2 (eps = 0) with the trained network, on the
   # held-out samples: recompute it directly from the saved simulation and checkpoint.
   params = am.system(TINY, 40, 0.5)
-  chains, relaxation = am.simulate_chains(TINY, params, 40, 1, "main", run_dir.path / "sim",
+  chains, relaxation = am.simulate_chains(cfg, params, 40, 1, "main", run_dir.path / "sim",
                                           resume=True)
   chain = chains[0]
   # The relaxation record: the start and the end of each of the 3 chunks (120 steps),
@@ -37,17 +40,32 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   dense, dilute = active.phase_fractions(chain[-1, 0], params)
   assert relaxation[-1]["dense"] == round(float(dense), 4)
   assert relaxation[-1]["dilute"] == round(float(dilute), 4)
-  net, net_params = am.train_score(TINY, params, chain[:-2], run_dir, resume=True)
+  net, net_params = am.train_score(cfg, params, chain[:-2], run_dir, resume=True)
   x = jnp.asarray(chain[-2:])
   # With the g-shift (the default) s_g = NN_g - g, so g + s_g is the network's g-part.
   assert TINY.shift_g
   nn_g = jax.vmap(lambda z: net.apply(net_params, z, params.half_width))(x)[:, 1]
   direct = TINY.gamma * float(jnp.mean(jnp.sum(nn_g ** 2, axis=(1, 2))))
   assert summary["epr_total"] == pytest.approx(direct, rel=1e-4)
+  # The lower bound 2 gamma [1/2 |g|^2 - d - 1/2 |s_g|^2 - div_g s_g] per particle, with
+  # the divergence from the network's full Jacobian (one derivative per coordinate).
+  score = am.score_function(net, net_params, params.half_width, True)
+  diag = jax.vmap(lambda z: prod.jacobian_diagonal(score, z))(x)[:, 1]
+  s_g = jax.vmap(score)(x)[:, 1]
+  terms = 0.5 * jnp.sum(x[:, 1] ** 2, -1) - 2 - 0.5 * jnp.sum(s_g ** 2, -1) - jnp.sum(diag, -1)
+  bound = 2 * TINY.gamma * float(jnp.mean(jnp.sum(terms, axis=1)))
+  assert summary["bound_per_particle"] * 40 == pytest.approx(bound, rel=1e-4, abs=1e-9)
+  # The packing groups partition the particles: shares sum to 1 and the share-weighted
+  # group means give back the per-particle totals.
+  groups = [g for g in summary["by_packing"].values() if g["share"] > 0]
+  assert sum(g["share"] for g in groups) == pytest.approx(1.0)
+  for key, total in (("epr", summary["epr_per_particle"]),
+                     ("bound", summary["bound_per_particle"])):
+    assert sum(g["share"] * g[key] for g in groups) == pytest.approx(total, rel=1e-4, abs=1e-12)
   # Resume: every simulation chunk and the training checkpoint are reused.
   chunks = sorted(p.name for p in (run_dir.path / "sim").iterdir())
   stamps = {p.name: p.stat().st_mtime_ns for p in (run_dir.path / "sim").iterdir()}
-  again = am.run(TINY, run_dir, resume=True)
+  again = am.run(cfg, run_dir, resume=True)
   assert sorted(p.name for p in (run_dir.path / "sim").iterdir()) == chunks
   assert {p.name: p.stat().st_mtime_ns for p in (run_dir.path / "sim").iterdir()} == stamps
   for key in ("wall_seconds", "seconds"):
@@ -71,6 +89,10 @@ def test_config_validation():
     dataclasses.replace(TINY, chunk_steps=45).validate()
   with pytest.raises(ValueError, match="initial_spread"):
     dataclasses.replace(TINY, initial_spread=-0.5).validate()
+  with pytest.raises(ValueError, match="score_loss"):
+    dataclasses.replace(TINY, score_loss="sliced").validate()
+  with pytest.raises(ValueError, match="query_size"):
+    dataclasses.replace(TINY, query_size=41).validate()
 
 
 def test_g_shift_is_exact_for_a_zero_network():
@@ -79,8 +101,8 @@ def test_g_shift_is_exact_for_a_zero_network():
   without the shift the same network's score is 0 and the rate is gamma E|g|^2."""
   class Zero:
     @staticmethod
-    def apply(params, z, half_width):
-      return jnp.zeros_like(z)
+    def apply(params, z, half_width, query=None, self_shift=None):
+      return jnp.zeros_like(z if query is None else z[:, query])
 
   params = am.system(TINY, 40, 0.5)
   z = active.random_configuration(jax.random.key(0), 40, params)
@@ -90,3 +112,18 @@ def test_g_shift_is_exact_for_a_zero_network():
   plain = am.score_function(Zero, None, params.half_width, False)(z)
   np.testing.assert_array_equal(plain, 0.0)
   assert float(jnp.sum((z[1] + shifted[1]) ** 2)) == 0.0
+
+
+def test_dsm_baseline_is_the_dsm_training_run_again(tmp_path):
+  """The baseline network is trained by the "dsm" recipe: with the main network trained
+  by that recipe too, at the same steps and batch, both give the same numbers."""
+  cfg = dataclasses.replace(TINY, score_loss="dsm", dsm_baseline_steps=TINY.train_steps,
+                            dsm_baseline_batch_size=TINY.batch_size, transfer_packing=())
+  summary = am.run(cfg, RunDir(tmp_path / "run"))
+  assert set(summary["dsm_baseline"]) == {"trained", "N=160"}
+  base = summary["dsm_baseline"]["trained"]
+  assert base["epr_per_particle"] == pytest.approx(summary["epr_per_particle"], rel=1e-6)
+  assert base["bound_per_particle"] == pytest.approx(summary["bound_per_particle"], rel=1e-6)
+  # (the summary rounds the residual to 4 decimals)
+  assert base["stationarity_relative"] == pytest.approx(summary["stationarity_relative"],
+                                                        abs=1e-4)

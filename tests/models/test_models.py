@@ -81,3 +81,24 @@ def test_local_transformer_needs_more_particles_than_neighbors(transformer):
   net, params, state, p = transformer
   with pytest.raises(ValueError, match="num_neighbors"):
     net.apply(params, state[:, :8], p.half_width)
+
+
+def test_local_transformer_query_and_self_shift(transformer):
+  """A query returns those rows of the full output; a zero self-shift changes nothing,
+  and a self-shift of particle i's own coordinates moves only particle i's output, as
+  moving g_i does (g_i enters other particles' outputs as a neighbour feature, which
+  the self-shift leaves out)."""
+  net, params, state, p = transformer
+  full = net.apply(params, state, p.half_width)
+  query = jnp.array([11, 0, 47, 3])
+  sub = net.apply(params, state, p.half_width, query)
+  np.testing.assert_allclose(sub, full[:, query], rtol=1e-5, atol=1e-6)
+  zero = net.apply(params, state, p.half_width, query, jnp.zeros((2, 4, 2)))
+  np.testing.assert_allclose(zero, sub, rtol=1e-6, atol=1e-7)
+  shift = jnp.zeros((2, 48, 2)).at[1, 5].set(jnp.array([0.3, -0.2]))
+  shifted = net.apply(params, state, p.half_width, None, shift)
+  moved = net.apply(params, state.at[1, 5].add(jnp.array([0.3, -0.2])), p.half_width)
+  np.testing.assert_allclose(shifted[:, 5], moved[:, 5], rtol=1e-5, atol=1e-6)
+  others = jnp.arange(48) != 5
+  np.testing.assert_allclose(shifted[:, others], full[:, others], rtol=1e-6, atol=1e-7)
+  assert float(jnp.abs(moved[:, others] - full[:, others]).max()) > 1e-4

@@ -1,0 +1,138 @@
+"""Local score matching for particle systems: the per-particle divergence, the
+self-propulsion score matching loss and the entropy production bound
+(entropylab.production.score).
+
+References: the full Jacobian of the network (``jacobian_diagonal``, one derivative per
+coordinate), the full implicit score matching loss, and the closed forms of the trapped
+active particle (``trapped_aoup`` with ``lyapunov_covariance``, checked in test_ou.py).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from entropylab import production as prod
+from entropylab.models import LocalTransformer
+from entropylab.production import active
+
+
+@pytest.fixture(scope="module")
+def local_net():
+  p = active.AOUPParams(v0=0.1, gamma=0.1, epsilon=0.1, half_width=active.box_half_width(24, 0.3))
+  state = active.random_configuration(jax.random.key(1), 24, p)
+  state = state.at[1].multiply(1.7)
+  net = LocalTransformer(num_neighbors=6, width=16, depth=2, heads=2)
+  params = net.init(jax.random.key(2), state, p.half_width)
+
+  def score(z, query=None, shift=None):
+    return net.apply(params, z, p.half_width, query, shift)
+
+  return score, state
+
+
+def test_self_divergence_is_the_trace_of_each_diagonal_jacobian_block(local_net):
+  score, state = local_net
+  diag = jax.jit(lambda z: prod.jacobian_diagonal(score, z))(state).sum(-1)   # [2, N]
+  assert float(jnp.abs(diag).min()) > 1e-3          # the blocks are not trivially zero
+  full = jax.jit(lambda z: prod.self_divergence(lambda sh: score(z, None, sh), z.shape))(state)
+  np.testing.assert_allclose(full, diag, rtol=1e-4, atol=1e-5)
+  query = jnp.array([7, 0, 23, 12, 3])
+  sub = prod.self_divergence(lambda sh: score(state, query, sh), (2, 5, 2), parts=(1,))
+  np.testing.assert_allclose(sub[0], diag[1, query], rtol=1e-4, atol=1e-5)
+
+
+def test_local_loss_equals_the_full_implicit_loss(local_net):
+  score, state = local_net
+  x = jnp.stack([state, state.at[1].multiply(-0.5)])
+  full = float(jax.jit(lambda y: prod.implicit_score_matching_loss(lambda z: score(z), y))(x))
+  both = float(jax.jit(lambda y: prod.local_implicit_score_matching_loss(score, y, (0, 1)))(x))
+  np.testing.assert_allclose(both, full, rtol=1e-4)
+  # Only the g-part: 1/2 |s_g|^2 plus the g-entries of the Jacobian diagonal.
+  diag = jax.jit(jax.vmap(lambda z: prod.jacobian_diagonal(score, z)))(x)
+  want = float(jnp.mean(0.5 * jnp.sum(jax.vmap(score)(x)[:, 1] ** 2, axis=(1, 2))
+                        + jnp.sum(diag[:, 1], axis=(1, 2))))
+  got = jax.jit(lambda y: prod.local_implicit_score_matching_loss(score, y))(x)
+  np.testing.assert_allclose(float(got), want, rtol=1e-4)
+  # A subset of all N particles is a permutation: the same loss.
+  perm = float(prod.local_implicit_score_matching_loss(score, x, query_size=24,
+                                                       key=jax.random.key(0)))
+  np.testing.assert_allclose(perm, want, rtol=1e-4)
+
+
+def test_subset_loss_is_unbiased(local_net):
+  """Mean over 800 random subsets of 4 of the 24 particles, scaled by 24 / 4, against the
+  loss over all particles: within 4 standard errors of the subset mean."""
+  score, state = local_net
+  full = float(prod.local_implicit_score_matching_loss(score, state[None]))
+  x = jnp.broadcast_to(state, (100,) + state.shape)
+  subsets = jax.jit(lambda k: prod.local_implicit_score_matching_loss(score, x, query_size=4,
+                                                                      key=k))
+  means = [float(subsets(jax.random.key(k))) for k in range(8)]
+  se = np.std(means, ddof=1) / np.sqrt(len(means))
+  assert se > 0
+  assert abs(np.mean(means) - full) < 4 * se + 1e-6 * abs(full)
+
+
+def trapped_particles(trap, gamma, v0, n, batch, seed=0):
+  """``[batch, 2, n, 2]`` independent stationary trapped active particles (eps = 0) and
+  their exact per-particle precision, state order (x1, x2, g1, g2)."""
+  m, d = prod.trapped_aoup(trap, gamma, 0.0, v0, dim=2)
+  sigma = np.asarray(prod.lyapunov_covariance(m, d), np.float64)
+  z = np.random.default_rng(seed).multivariate_normal(np.zeros(4), sigma, (batch, n))
+  states = np.stack([z[..., :2], z[..., 2:]], axis=1)                    # [B, 2, n, 2]
+  return jnp.asarray(states), np.linalg.inv(sigma), sigma, float(prod.ou_entropy_production(m, d))
+
+
+def linear_local_score(prec):
+  prec = jnp.asarray(prec)
+
+  def score(state, query=None, shift=None):
+    z = state if query is None else state[:, query]
+    if shift is not None:
+      z = z + shift
+    flat = jnp.concatenate([z[0], z[1]], axis=-1)                        # [M, 4]
+    out = -flat @ prec.T
+    return jnp.stack([out[:, :2], out[:, 2:]])
+
+  return score
+
+
+def test_bound_is_the_rate_minus_the_fisher_distance(x64):
+  """Trapped active particles (A = 0.05, gamma = 0.1, v0 = 0.3, eps = 0): rate A d = 0.1
+  per particle. The exact score gives the rate; a wrong g-score gives the rate minus
+  gamma E|s_g - s*_g|^2 in closed form (tr(Q Sigma Q^T) for the error -Q z); both within
+  3% over 2e5 exact samples."""
+  trap, gamma, v0, n = 0.05, 0.1, 0.3, 50
+  x, prec, sigma, rate = trapped_particles(trap, gamma, v0, n, 4000)
+  assert abs(rate - trap * 2) < 1e-9
+  exact = float(prod.hypoelliptic_entropy_production_bound(linear_local_score(prec), x, gamma))
+  assert abs(exact / n - rate) < 0.03 * rate
+  q = np.zeros((4, 4))
+  q[2:, :] = 0.3 * np.array([[0.4, -0.2, 0.8, 0.1], [0.1, 0.3, -0.2, 0.9]])
+  wrong = float(prod.hypoelliptic_entropy_production_bound(linear_local_score(prec + q), x,
+                                                           gamma))
+  expect = rate - gamma * np.trace(q @ sigma @ q.T)
+  assert 0.2 * rate < expect < 0.8 * rate
+  assert abs(wrong / n - expect) < 0.03 * rate
+  local = np.asarray(prod.hypoelliptic_entropy_production_bound(linear_local_score(prec + q), x,
+                                                                gamma, local=True))
+  assert local.shape == (4000, n)
+  np.testing.assert_allclose(local.sum(1).mean(), wrong, rtol=1e-9)
+
+
+def test_local_score_bad_input_raises(local_net):
+  score, state = local_net
+  x = state[None]
+  with pytest.raises(ValueError, match="parts"):
+    prod.local_implicit_score_matching_loss(score, x, parts=(2,))
+  with pytest.raises(ValueError, match="query_size"):
+    prod.local_implicit_score_matching_loss(score, x, query_size=25, key=jax.random.key(0))
+  with pytest.raises(ValueError, match="key"):
+    prod.local_implicit_score_matching_loss(score, x, query_size=4)
+  with pytest.raises(ValueError, match=r"\[B, P, N, d\]"):
+    prod.local_implicit_score_matching_loss(score, state[0][None])
+  with pytest.raises(ValueError, match="gamma"):
+    prod.hypoelliptic_entropy_production_bound(score, x, 0.0)
+  with pytest.raises(ValueError, match="non-finite"):
+    prod.hypoelliptic_entropy_production_bound(score, x.at[0, 1, 0, 0].set(jnp.nan), 0.1)
