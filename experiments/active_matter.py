@@ -23,10 +23,9 @@ Steps:
    (``prod.local_implicit_score_matching_loss``), plus antithetic denoising score
    matching of the position part (noise ``dsm_sigma_x``), each on ``query_size``
    random particles per state. ``"dsm"`` trains the whole state by denoising score
-   matching (noise ``dsm_sigma_x``, ``dsm_sigma_g``), the choice of earlier runs: its
-   noise on ``g`` smooths the conditional density of ``g`` given the positions, which
-   is narrow for particles held in place by their neighbours, and its variance grows
-   as the noise shrinks. The last ``held_out`` fraction of each chain's samples is
+   matching (noise ``dsm_sigma_x``, ``dsm_sigma_g``), the choice of earlier runs,
+   whose rate at N = 4096 on CPU lies below even the lower bound from its own network
+   (``benchmarks/results/active_matter_cpu_n4096.md``). The last ``held_out`` fraction of each chain's samples is
    kept for evaluation.
 3. On held-out samples: the total EPR and its per-particle terms, the lower bound
    ``prod.hypoelliptic_entropy_production_bound`` (valid for any score, equal to the

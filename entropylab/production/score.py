@@ -123,6 +123,13 @@ def _hutchinson_divergence(fn: StateFn, x: Array, key: Array, probes: int) -> Ar
   return jnp.mean(jax.vmap(one)(jax.random.split(key, probes)))
 
 
+def _check_parts(parts, num_parts: int) -> tuple:
+  parts = tuple(int(p) for p in parts)
+  if not parts or any(not 0 <= p < num_parts for p in parts):
+    raise ValueError(f"parts must be indices in [0, {num_parts}), got {parts}")
+  return parts
+
+
 def self_divergence(fn: Callable[[Array], Array], shift_shape: tuple, dtype=jnp.float32,
                     parts: Optional[tuple] = None) -> Array:
   r"""Per-particle divergences of a local field, exactly, in ``P d`` forward passes.
@@ -146,8 +153,12 @@ def self_divergence(fn: Callable[[Array], Array], shift_shape: tuple, dtype=jnp.
     ``[len(parts), M]``: :math:`\sum_a \partial f_{p,m,a}/\partial z_{p,m,a}` per part
     ``p`` and particle ``m`` (units of ``f`` per unit of ``z``).
   """
+  _check_fn(fn, "fn")
+  shift_shape = tuple(shift_shape)
+  if len(shift_shape) != 3 or any(int(v) < 1 for v in shift_shape):
+    raise ValueError(f"shift_shape must be (P, M, d) of positive sizes, got {shift_shape}")
   num_parts, _, dim = shift_shape
-  parts = tuple(range(num_parts)) if parts is None else tuple(parts)
+  parts = tuple(range(num_parts)) if parts is None else _check_parts(parts, num_parts)
   zero = jnp.zeros(shift_shape, dtype)
 
   def block(p):
@@ -212,20 +223,18 @@ def local_implicit_score_matching_terms(score: Callable, state, parts: tuple = (
   Returns:
     ``[len(parts), M]`` (units of inverse squared ``parts`` coordinates).
   """
+  _check_fn(score, "score")
+  state = _checks.as_float_array(state, "state")
+  if state.ndim != 3:
+    raise ValueError(f"state must be [P, N, d] particles, got shape {state.shape}")
   num_parts, n, dim = state.shape
+  parts = _check_parts(parts, num_parts)
   m = n if query is None else query.shape[0]
   sel = jnp.asarray(parts)
   s = score(state, query, jnp.zeros((num_parts, m, dim), state.dtype))[sel]
   div = self_divergence(lambda sh: score(state, query, sh), (num_parts, m, dim), state.dtype,
                         parts)
   return 0.5 * jnp.sum(s * s, axis=-1) + div
-
-
-def _check_parts(parts, num_parts: int) -> tuple:
-  parts = tuple(int(p) for p in parts)
-  if not parts or any(not 0 <= p < num_parts for p in parts):
-    raise ValueError(f"parts must be indices in [0, {num_parts}), got {parts}")
-  return parts
 
 
 def local_implicit_score_matching_loss(score: Callable, x, parts: tuple = (1,),
@@ -361,8 +370,8 @@ def entropy_production_rate(drift: StateFn, score: StateFn, diffusion, x,
   return _checks.to_base(per_coordinate if local else jnp.sum(per_coordinate), base)
 
 
-def hypoelliptic_entropy_production_bound(score: Callable, x, gamma,
-                                           local: bool = False) -> Array:
+def hypoelliptic_entropy_production_bound(score: Callable, x, gamma, local: bool = False,
+                                           base: Optional[float] = None) -> Array:
   r"""A lower bound on the hypoelliptic entropy production of active particles from any
   self-propulsion score, estimated without bias from held-out samples.
 
@@ -387,6 +396,7 @@ def hypoelliptic_entropy_production_bound(score: Callable, x, gamma,
     x: ``[B, 2, N, d]`` stationary samples.
     gamma: the relaxation rate :math:`\gamma > 0` of ``g``.
     local: return the per-particle terms ``[B, N]`` instead of the mean total.
+    base: logarithm base of the result (``None``: nats; ``2``: bits).
 
   Returns:
     ``[]`` the bound (nats per unit time), or ``[B, N]`` its per-particle terms.
@@ -405,7 +415,8 @@ def hypoelliptic_entropy_production_bound(score: Callable, x, gamma,
     return 2.0 * gamma * (base - terms)
 
   per_particle = jax.lax.map(per_sample, x)
-  return per_particle if local else jnp.mean(jnp.sum(per_particle, axis=1))
+  return _checks.to_base(per_particle if local else jnp.mean(jnp.sum(per_particle, axis=1)),
+                         base)
 
 
 def score_free_entropy_production(drift: StateFn, diffusion, x, local: bool = False,

@@ -119,6 +119,9 @@ def test_bound_is_the_rate_minus_the_fisher_distance(x64):
                                                                 gamma, local=True))
   assert local.shape == (4000, n)
   np.testing.assert_allclose(local.sum(1).mean(), wrong, rtol=1e-9)
+  bits = float(prod.hypoelliptic_entropy_production_bound(linear_local_score(prec + q), x,
+                                                          gamma, base=2))
+  np.testing.assert_allclose(bits, wrong / np.log(2), rtol=1e-9)
 
 
 def test_local_score_bad_input_raises(local_net):
@@ -136,3 +139,11 @@ def test_local_score_bad_input_raises(local_net):
     prod.hypoelliptic_entropy_production_bound(score, x, 0.0)
   with pytest.raises(ValueError, match="non-finite"):
     prod.hypoelliptic_entropy_production_bound(score, x.at[0, 1, 0, 0].set(jnp.nan), 0.1)
+  with pytest.raises(ValueError, match="shift_shape"):
+    prod.self_divergence(lambda sh: sh, (2, 4))
+  with pytest.raises(ValueError, match="parts"):
+    prod.self_divergence(lambda sh: sh, (2, 4, 2), parts=(3,))
+  with pytest.raises(ValueError, match=r"\[P, N, d\]"):
+    prod.local_implicit_score_matching_terms(score, state[0])
+  with pytest.raises(TypeError, match="score"):
+    prod.local_implicit_score_matching_terms(None, state)
