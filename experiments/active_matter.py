@@ -116,6 +116,9 @@ class Config:
   # same samples (0: none), evaluated beside the first: plug-in rate and lower bound.
   dsm_baseline_steps: int = 0
   dsm_baseline_batch_size: int = 2
+  # Learning curve of the lower bound: after each training chunk, the per-particle
+  # bound on the first monitor_states held-out states (0: none), in train/monitor.
+  monitor_states: int = 2
   map_bins: int = 24
   # The g-part of the "shift" parametrisation: s = NN + (0, -g), exact with NN = 0 when
   # g is independent of x (v0 = 0), so the network learns only the activity's
@@ -136,6 +139,8 @@ class Config:
     if self.n_particles <= self.num_neighbors:
       raise ValueError(f"n_particles ({self.n_particles}) must exceed num_neighbors "
                        f"({self.num_neighbors})")
+    if self.monitor_states < 0:
+      raise ValueError(f"monitor_states must be >= 0, got {self.monitor_states}")
     if self.dsm_baseline_steps < 0 or self.dsm_baseline_batch_size < 1:
       raise ValueError(f"need dsm_baseline_steps >= 0 and dsm_baseline_batch_size >= 1, got "
                        f"{self.dsm_baseline_steps}, {self.dsm_baseline_batch_size}")
@@ -252,27 +257,33 @@ def score_function(net, net_params, half_width, shift_g: bool):
   return lambda z: score(z)
 
 
-def position_dsm_loss(score, x, key, sigma_x: float, query_size: int):
-  """Antithetic denoising score matching of the position part alone:
-  ``E (N / M) sum_{i in query} 1/2 (|sigma s_x_i(x + sigma xi) + xi_i|^2 + (xi -> -xi))``,
-  noise on every position, ``M = query_size`` random particles scored per state."""
-  n = x.shape[2]
+def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, shift_g: bool,
+                  log_dir: RunDir):
+  """A ``fit`` callback that logs, after each chunk, the per-particle lower bound
+  ``hypoelliptic_entropy_production_bound / N`` (nats per unit time) of the current
+  network on the states ``x [B, 2, N, 2]`` in ``log_dir.metrics`` as
+  ``{"step", "bound_per_particle"}``. Records from an interrupted run at or after a
+  chunk's step are replaced, so a resumed run's log equals an uninterrupted one's."""
+  xj = jnp.asarray(x)
+  half = params.half_width
 
-  def per_sample(z, k):
-    kq, kn = jax.random.split(k)
-    query = jax.random.choice(kq, n, (query_size,), replace=False)
-    xi = jax.random.normal(kn, z[0].shape, z.dtype)
-    total = 0.0
-    for sign in (1.0, -1.0):
-      out = score(z.at[0].add(sign * sigma_x * xi), query)[0]
-      total = total + 0.5 * jnp.sum((sigma_x * out + sign * xi[query]) ** 2)
-    return (n / query_size) * total
+  @jax.jit
+  def bound(p):
+    score = local_score(net, p, half, shift_g)
+    return prod.hypoelliptic_entropy_production_bound(score, xj, params.gamma) / x.shape[2]
 
-  return jnp.mean(jax.vmap(per_sample)(x, jax.random.split(key, x.shape[0])))
+  def callback(state, record):
+    value = float(bound(state.params))
+    if not math.isfinite(value):
+      raise FloatingPointError(f"the EPR bound at step {record['step']} is {value}")
+    log_dir.metrics.truncate_after(record["step"] - 1)
+    log_dir.metrics.append(record["step"], bound_per_particle=value)
+
+  return callback
 
 
 def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run_dir: RunDir,
-                resume: bool, subdir: str = "train"):
+                resume: bool, subdir: str = "train", monitor_x: Optional[np.ndarray] = None):
   net = LocalTransformer(num_neighbors=cfg.num_neighbors, width=cfg.width, depth=cfg.depth)
   xj = jnp.asarray(train_x)
   half = params.half_width
@@ -292,12 +303,17 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
     score = local_score(net, p, half, cfg.shift_g)
     k1, k2 = jax.random.split(k)
     return (prod.local_implicit_score_matching_loss(score, xb, (1,), cfg.query_size, k1)
-            + position_dsm_loss(score, xb, k2, cfg.dsm_sigma_x, cfg.query_size))
+            + prod.local_denoising_score_matching_loss(score, xb, k2, cfg.dsm_sigma_x,
+                                                       (0,), cfg.query_size))
 
+  callback = None
+  if monitor_x is not None and params.epsilon == 0:
+    callback = bound_monitor(net, params, monitor_x, cfg.shift_g,
+                             RunDir(run_dir.path / subdir / "monitor"))
   trained = fit_adam_cosine(loss_fn, init, jax.random.key(cfg.seed + 1),
                             num_steps=cfg.train_steps, learning_rate=cfg.learning_rate,
                             batch_fn=batch_fn, run_dir=RunDir(run_dir.path / subdir),
-                            resume=resume, progress=cfg.progress)
+                            resume=resume, progress=cfg.progress, callback=callback)
   return net, trained
 
 
@@ -367,13 +383,15 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   train_x = np.concatenate([c[:-n_held] for c in chains])
   test_x = np.concatenate([c[-n_held:] for c in chains])
   lap("simulate_s")
-  net, net_params = train_score(cfg, params, train_x, run_dir, resume)
+  monitor_x = test_x[:cfg.monitor_states] if cfg.monitor_states else None
+  net, net_params = train_score(cfg, params, train_x, run_dir, resume, monitor_x=monitor_x)
   lap("train_s")
   baseline = None
   if cfg.dsm_baseline_steps:
     base_cfg = dataclasses.replace(cfg, score_loss="dsm", train_steps=cfg.dsm_baseline_steps,
                                    batch_size=cfg.dsm_baseline_batch_size)
-    baseline = train_score(base_cfg, params, train_x, run_dir, resume, subdir="train_dsm")
+    baseline = train_score(base_cfg, params, train_x, run_dir, resume, subdir="train_dsm",
+                           monitor_x=monitor_x)
     lap("train_dsm_baseline_s")
   baseline_rows = {}
 
@@ -386,9 +404,16 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   main = evaluate(net, net_params, params, test_x, cfg.shift_g)
   evaluate_baseline("trained", params, test_x)
   lap("evaluate_s")
-  losses = [r["loss"] for r in RunDir(run_dir.path / "train").metrics.records()]
+  records = list(RunDir(run_dir.path / "train").metrics.records())
+  losses = [r["loss"] for r in records]
+  curves = {name: [(r["step"], r["bound_per_particle"])
+                   for r in RunDir(run_dir.path / sub / "monitor").metrics.records()]
+            for name, sub in (("main", "train"), ("dsm_baseline", "train_dsm"))
+            if monitor_x is not None and params.epsilon == 0
+            and (sub == "train" or baseline is not None)}
+  curves = {name: curve for name, curve in curves.items() if curve}
   _plot_map(cfg, params, test_x, main["per_particle"], main["bound_local"], run_dir)
-  _plot_training(losses, run_dir)
+  _plot_training([r["step"] for r in records], losses, curves, run_dir)
 
   transfer = {}
   big_n = cfg.n_particles * cfg.transfer_factor
@@ -441,6 +466,12 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
             "training data: the transfer rows are fresh chains, while the trained row's "
             "held-out states come from the training chains (their self-propulsions "
             "persist for 1/gamma)."]
+  if curves:
+    lines += ["", f"Lower bound per particle during training, on the first {len(monitor_x)} "
+              "held-out states (`bound_monitor`, after each chunk):", "",
+              "| network | step: bound |", "| --- | --- |"]
+    for name, curve in curves.items():
+      lines.append(f"| {name} | " + ", ".join(f"{st:,}: {b:.3g}" for st, b in curve) + " |")
   start = ("uniform positions, an ideal gas" if cfg.initial_spread is None
            else f"a clump of spread {cfg.initial_spread} L")
   lines += ["", "Relaxation of the main chains (shares of particles with local packing >= 0.7 "
@@ -460,6 +491,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
       "stationarity_relative": round(main["stationarity_relative"], 4),
       "relaxation": relaxation,
       "final_loss": losses[-1] if losses else None,
+      "bound_curves": {k: [[st, b] for st, b in v] for k, v in curves.items()} or None,
       # wall-clock seconds of each stage on jax.devices()[0] (a resumed run counts only
       # the work it redid)
       "device": jax.devices()[0].device_kind, "seconds": clock,
@@ -506,15 +538,22 @@ def _plot_map(cfg: Config, params: active.AOUPParams, x: np.ndarray, per_particl
   plt.close(fig)
 
 
-def _plot_training(losses, run_dir: RunDir) -> None:
+def _plot_training(steps, losses, curves, run_dir: RunDir) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, ax = plt.subplots(figsize=(5, 3.5))
-  ax.plot(np.arange(1, len(losses) + 1), losses, "o-")
-  ax.set_xlabel("chunk")
-  ax.set_ylabel("training loss")
+  fig, axes = plt.subplots(1, 1 + bool(curves), figsize=(5 + 4.5 * bool(curves), 3.5),
+                           squeeze=False)
+  axes[0, 0].plot(steps, losses, "o-")
+  axes[0, 0].set_xlabel("step")
+  axes[0, 0].set_ylabel("training loss (chunk mean)")
+  for name, curve in curves.items():
+    axes[0, 1].plot(*zip(*curve), "o-", label=name)
+  if curves:
+    axes[0, 1].set_xlabel("step")
+    axes[0, 1].set_ylabel("lower bound per particle (held-out)")
+    axes[0, 1].legend()
   fig.tight_layout()
   fig.savefig(run_dir.figure_path("training"), dpi=110)
   plt.close(fig)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +63,11 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path, score_loss
   for key, total in (("epr", summary["epr_per_particle"]),
                      ("bound", summary["bound_per_particle"])):
     assert sum(g["share"] * g[key] for g in groups) == pytest.approx(total, rel=1e-4, abs=1e-12)
+  # The learning curve of the bound: one value per training chunk (20 steps in chunks of
+  # 5), the last one the final network's bound on the same 2 held-out states.
+  curve = summary["bound_curves"]["main"]
+  assert [step for step, _ in curve] == [5, 10, 15, 20]
+  assert curve[-1][1] == pytest.approx(summary["bound_per_particle"], rel=1e-4, abs=1e-9)
   # Resume: every simulation chunk and the training checkpoint are reused.
   chunks = sorted(p.name for p in (run_dir.path / "sim").iterdir())
   stamps = {p.name: p.stat().st_mtime_ns for p in (run_dir.path / "sim").iterdir()}
@@ -72,6 +78,16 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path, score_loss
     again.pop(key, None)
     summary.pop(key, None)
   assert again == summary
+  # An interrupted training run (its last two checkpoints lost) is resumed from step 10:
+  # the curve is logged once per step and equals the uninterrupted one.
+  ckpts = run_dir.path / "train" / "checkpoints"
+  for stale in ckpts.glob("*"):
+    if stale.name.split(".")[0] in ("15", "20"):
+      stale.unlink() if stale.is_file() else shutil.rmtree(stale)
+  assert sorted(p.name for p in ckpts.iterdir() if p.is_dir()) == ["10"]
+  resumed = am.run(cfg, run_dir, resume=True)
+  assert resumed["bound_curves"] == summary["bound_curves"]
+  assert resumed["epr_per_particle"] == pytest.approx(summary["epr_per_particle"], rel=1e-6)
 
 
 def test_divergent_simulation_names_the_step(tmp_path):
@@ -93,6 +109,8 @@ def test_config_validation():
     dataclasses.replace(TINY, score_loss="sliced").validate()
   with pytest.raises(ValueError, match="query_size"):
     dataclasses.replace(TINY, query_size=41).validate()
+  with pytest.raises(ValueError, match="monitor_states"):
+    dataclasses.replace(TINY, monitor_states=-1).validate()
 
 
 def test_g_shift_is_exact_for_a_zero_network():
@@ -127,3 +145,5 @@ def test_dsm_baseline_is_the_dsm_training_run_again(tmp_path):
   # (the summary rounds the residual to 4 decimals)
   assert base["stationarity_relative"] == pytest.approx(summary["stationarity_relative"],
                                                         abs=1e-4)
+  np.testing.assert_allclose(summary["bound_curves"]["dsm_baseline"],
+                             summary["bound_curves"]["main"], rtol=1e-6)
