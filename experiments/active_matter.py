@@ -21,8 +21,11 @@ Steps:
    "ism_g"``) is implicit score matching of the self-propulsion part, the only part the
    rate needs, with the exact per-particle divergence
    (``prod.local_implicit_score_matching_loss``), plus antithetic denoising score
-   matching of the position part (noise ``dsm_sigma_x``), each on ``query_size``
-   random particles per state. ``"dsm"`` trains the whole state by denoising score
+   matching of the position part (noise ``dsm_sigma_x``,
+   ``prod.local_denoising_score_matching_loss``), each on ``query_size`` random
+   particles per state. After each training chunk the lower bound of step 3 on the
+   first ``monitor_states`` held-out states is logged (``train/monitor``, the
+   learning curve in ``training.png`` and ``table.md``). ``"dsm"`` trains the whole state by denoising score
    matching (noise ``dsm_sigma_x``, ``dsm_sigma_g``), the choice of earlier runs,
    whose rate at N = 4096 on CPU lies below even the lower bound from its own network
    (``benchmarks/results/active_matter_cpu_n4096.md``). The last ``held_out`` fraction of each chain's samples is
