@@ -25,11 +25,11 @@ Steps:
    ``prod.local_denoising_score_matching_loss``), each on ``query_size`` random
    particles per state. After each training chunk the lower bound of step 3 on the
    first ``monitor_states`` held-out states is logged (``train/monitor``, the
-   learning curve in ``training.png`` and ``table.md``). ``"dsm"`` trains the whole state by denoising score
-   matching (noise ``dsm_sigma_x``, ``dsm_sigma_g``), the choice of earlier runs,
-   whose rate at N = 4096 on CPU lies below even the lower bound from its own network
-   (``benchmarks/results/active_matter_cpu_n4096.md``). The last ``held_out`` fraction of each chain's samples is
-   kept for evaluation.
+   learning curve in ``training.png`` and ``table.md``). ``"dsm"`` trains the whole
+   state by denoising score matching (noise ``dsm_sigma_x``, ``dsm_sigma_g``), the
+   choice of earlier runs, whose rate at N = 4096 on CPU lies below even the lower
+   bound from its own network (``benchmarks/results/active_matter_cpu_n4096.md``). The
+   last ``held_out`` fraction of each chain's samples is kept for evaluation.
 3. On held-out samples: the total EPR and its per-particle terms, the lower bound
    ``prod.hypoelliptic_entropy_production_bound`` (valid for any score, equal to the
    rate at the exact score; it needs samples independent of the training data, which
