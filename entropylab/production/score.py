@@ -338,6 +338,8 @@ def local_denoising_score_matching_loss(score: Callable, x, key: Array, sigma,
   if key is None:
     raise ValueError("key is required (it draws the noise)")
   m = _check_query_size(query_size, n, key)
+  if jnp.ndim(sigma) != 0:
+    raise ValueError(f"sigma must be a scalar, got shape {jnp.shape(sigma)}")
   _check_sigma(sigma, ())
   sig = jnp.asarray(sigma, x.dtype)
 
@@ -467,7 +469,8 @@ def hypoelliptic_entropy_production_bound(score: Callable, x, gamma, local: bool
     base: logarithm base of the result (``None``: nats; ``2``: bits).
 
   Returns:
-    ``[]`` the bound (nats per unit time), or ``[B, N]`` its per-particle terms.
+    ``[]`` the bound (nats per unit time, or ``base`` units), or ``[B, N]`` its
+    per-particle terms.
   """
   _check_fn(score, "score")
   x = _check_samples(x)
@@ -479,8 +482,8 @@ def hypoelliptic_entropy_production_bound(score: Callable, x, gamma, local: bool
 
   def per_sample(xi):
     terms = local_implicit_score_matching_terms(score, xi, (1,))[0]     # [N]
-    base = 0.5 * jnp.sum(xi[1] * xi[1], axis=-1) - dim
-    return 2.0 * gamma * (base - terms)
+    minus_g = 0.5 * jnp.sum(xi[1] * xi[1], axis=-1) - dim            # L(-g) terms
+    return 2.0 * gamma * (minus_g - terms)
 
   per_particle = jax.lax.map(per_sample, x)
   return _checks.to_base(per_particle if local else jnp.mean(jnp.sum(per_particle, axis=1)),
