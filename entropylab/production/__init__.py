@@ -22,6 +22,8 @@ from entropylab.production.active import (
     AOUPParams,
     aoup_diffusion,
     aoup_drift,
+    aoup_drift_divergence,
+    aoup_score_free_entropy_production,
     box_half_width,
     simulate_aoup,
 )
@@ -60,6 +62,8 @@ __all__ = [
     "AOUPParams",
     "aoup_diffusion",
     "aoup_drift",
+    "aoup_drift_divergence",
+    "aoup_score_free_entropy_production",
     "bead_spring_chain",
     "box_half_width",
     "denoising_score_matching_loss",

@@ -133,6 +133,14 @@ def _cells_per_side(half_width: float, cutoff: float) -> int:
   return max(1, int(math.floor(2.0 * half_width / cutoff)))
 
 
+def _default_max_per_cell(params: AOUPParams, cutoff: float, dim: int) -> int:
+  """Twice the close-packed count of a cell of the list at ``cutoff``, at least 8."""
+  width = 2.0 * params.half_width / _cells_per_side(params.half_width, cutoff)
+  packed = width ** dim / (math.pi ** (dim / 2) / math.gamma(dim / 2 + 1)
+                           * params.radius ** dim)
+  return max(8, int(math.ceil(2 * packed)))
+
+
 def neighbor_list(x: Array, params: AOUPParams, cutoff: float, max_neighbors: int,
                   max_per_cell: int) -> Neighbors:
   """Partners within ``cutoff`` (minimum image) of every particle, from a cell list.
@@ -214,6 +222,117 @@ def aoup_drift(state: Array, params: AOUPParams, neighbors: Optional[Neighbors] 
   forces = pair_forces_dense(x, params) if neighbors is None else pair_forces(x, neighbors,
                                                                                params)
   return jnp.stack([params.v0 * g + params.k * forces - params.trap * x, -params.gamma * g])
+
+
+def _pair_divergence(diff: Array, params: AOUPParams) -> Array:
+  r""":math:`\nabla\cdot F` at minimum-image differences ``[..., d]`` -> ``[...]``, by
+  forward-mode differentiation of :func:`_pair_force` (0 at ``r = 0``)."""
+  dim = diff.shape[-1]
+  jac = jax.vmap(jax.jacfwd(lambda u: _pair_force(u, params)))(diff.reshape(-1, dim))
+  return jnp.trace(jac, axis1=-2, axis2=-1).reshape(diff.shape[:-1])
+
+
+def aoup_drift_divergence(x: Array, params: AOUPParams,
+                          neighbors: Optional[Neighbors] = None) -> Array:
+  r"""Per-particle divergence of the position drift, :math:`\nabla_{x_i}\cdot b_{x_i} =
+  k\sum_{j\ne i}(\nabla\cdot F)(x_i - x_j) - A d`, ``[N]`` (inverse time).
+
+  Exact: the pair term differentiates the same force law as :func:`aoup_drift`; in
+  ``d`` dimensions it is :math:`-\sigma(\beta(2a - r)) + (d - 1)\,
+  \mathrm{softplus}_\beta(2a - r)/r`, about :math:`-0.45` for two particles at contact
+  (``r = 2a``, :math:`\beta = 7.5`, ``d = 2``). Without ``neighbors`` all pairs are
+  summed (``O(N^2)``), else the neighbour list (``O(N K)``).
+
+  Args:
+    x: ``[N, d]`` positions.
+    params: the system.
+    neighbors: a :func:`neighbor_list` of ``x`` with cutoff at least
+      :func:`interaction_cutoff`, or ``None``.
+
+  Returns:
+    ``[N]`` divergences.
+  """
+  if x.ndim != 2:
+    raise ValueError(f"x must be [N, d] positions, got shape {x.shape}")
+  n, dim = x.shape
+  if neighbors is None:
+    diff = minimum_image(x[:, None, :] - x[None, :, :], params.half_width)
+    pair = _pair_divergence(diff, params)
+  else:
+    xp = jnp.concatenate([x, jnp.zeros((1, dim), x.dtype)])
+    diff = minimum_image(x[:, None, :] - xp[neighbors.index], params.half_width)
+    pair = jnp.where(neighbors.index < n, _pair_divergence(diff, params), 0.0)
+  return params.k * jnp.sum(pair, axis=1) - params.trap * dim
+
+
+def aoup_score_free_entropy_production(x, params: AOUPParams, local: bool = False,
+                                       max_neighbors: Optional[int] = None,
+                                       base: Optional[float] = None) -> Array:
+  r"""Entropy production rate of the model above from stationary samples alone, with no
+  score: the identity of :func:`entropylab.production.score_free_entropy_production`
+  with exact per-particle divergences, ``O(N K)`` per state.
+
+  Integrating by parts against the stationary density (:math:`E[b\cdot s] =
+  -E[\nabla\cdot b]` and :math:`E[v\cdot s] = 0`), the rate of Boffi &
+  Vanden-Eijnden (PNAS 2024), :math:`\dot S = \gamma^{-1}E|v_g|^2 + \epsilon^{-1}
+  E|v_x|^2` (the last term only for :math:`\epsilon > 0`), with :math:`v = b - Ds`, is
+
+  .. math:: \dot S = \sum_i E\big[T_i\big],\quad T_i = \gamma(|g_i|^2 - d) +
+     \begin{cases} -\nabla_{x_i}\cdot b_{x_i} & \epsilon = 0,\\
+     |b_{x_i}|^2/\epsilon + \nabla_{x_i}\cdot b_{x_i} & \epsilon > 0. \end{cases}
+
+  With :math:`\epsilon = 0` and ``g`` stationary, :math:`E\,\gamma(|g_i|^2 - d) = 0`,
+  so the rate is the mean phase-space contraction of the positions,
+  :math:`-E[\nabla_x\cdot b_x]`: a configurational average, free of cancellation.
+  For one trapped particle (``k = 0``) it is :math:`A d`, the closed form of
+  :func:`entropylab.production.trapped_aoup`. The terms :math:`T_i` are a second
+  per-particle density; they sum to the rate, but differ particle by particle from the
+  plug-in terms :math:`\gamma^{-1}|v_{g_i}|^2` (the integration by parts holds for the
+  sum). Continuous time: a simulation at step ``dt`` samples a slightly different
+  density. Needs samples of the stationary density.
+
+  Args:
+    x: ``[B, 2, N, d]`` stationary states (positions, self-propulsions).
+    params: the system.
+    local: return the per-particle terms ``[B, N]`` instead of their mean total.
+    max_neighbors: use a neighbour list with this many slots per particle (``O(N
+      K)``; raises if it overflows); ``None`` sums all pairs (``O(N^2)``).
+    base: logarithm base of the result (``None``: nats; ``2``: bits).
+
+  Returns:
+    ``[]`` the rate (nats per unit time, or ``base`` units), or ``[B, N]`` its
+    per-particle terms.
+  """
+  check_params(params)
+  x = _checks.as_float_array(x, "x")
+  if x.ndim != 4 or x.shape[1] != 2:
+    raise ValueError(f"x must be [B, 2, N, d] active-particle states, got shape {x.shape}")
+  if max_neighbors is not None:
+    _checks.check_positive_int(max_neighbors, "max_neighbors")
+  _checks.check_base(base)
+  params = AOUPParams(*(float(v) for v in params))
+  dim = x.shape[-1]
+  cutoff = interaction_cutoff(params)
+  cell_capacity = _default_max_per_cell(params, cutoff, dim)
+
+  def per_sample(z):
+    pos, g = z[0], z[1]
+    nb = None if max_neighbors is None else neighbor_list(pos, params, cutoff, max_neighbors,
+                                                          cell_capacity)
+    div = aoup_drift_divergence(pos, params, nb)
+    terms = params.gamma * (jnp.sum(g * g, axis=-1) - dim)
+    if params.epsilon > 0:
+      b_x = aoup_drift(z, params, nb)[0]
+      terms = terms + jnp.sum(b_x * b_x, axis=-1) / params.epsilon + div
+    else:
+      terms = terms - div
+    return terms, (jnp.int32(0) if nb is None else nb.overflow)
+
+  terms, overflow = jax.lax.map(per_sample, x)
+  if _checks.is_concrete(overflow) and int(jnp.sum(overflow)) > 0:
+    raise ValueError(f"the neighbour list overflowed in {int(jnp.sum(overflow > 0))} of "
+                     f"{x.shape[0]} states; raise max_neighbors (now {max_neighbors})")
+  return _checks.to_base(terms if local else jnp.mean(jnp.sum(terms, axis=1)), base)
 
 
 def shifted_score(network, params: AOUPParams):
@@ -404,10 +523,7 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
   n, dim = state0.shape[-2:]
   cutoff = interaction_cutoff(params) + skin
   if max_per_cell is None:
-    width = 2.0 * params.half_width / _cells_per_side(params.half_width, cutoff)
-    packed = width ** dim / (math.pi ** (dim / 2) / math.gamma(dim / 2 + 1)
-                             * params.radius ** dim)
-    max_per_cell = max(8, int(math.ceil(2 * packed)))
+    max_per_cell = _default_max_per_cell(params, cutoff, dim)
   params = AOUPParams(*(float(v) for v in params))
   static = dict(params=params, dt=float(dt), n_steps=int(n_steps),
                 save_every=int(save_every), skin=float(skin),
@@ -607,6 +723,8 @@ __all__ = [
     "SimulationResult",
     "aoup_diffusion",
     "aoup_drift",
+    "aoup_drift_divergence",
+    "aoup_score_free_entropy_production",
     "box_half_width",
     "interaction_cutoff",
     "local_packing_fraction",

@@ -205,6 +205,108 @@ def test_passive_interacting_particles_produce_no_entropy():
   # network must learn everything the activity changes.
   with pytest.raises(ValueError, match="epsilon"):
     active.shifted_score(lambda z: z, p._replace(epsilon=0.0))
+  # The per-particle form agrees with the generic one on these interacting samples.
+  ours = float(active.aoup_score_free_entropy_production(x, p))
+  assert ours == pytest.approx(free, rel=1e-4, abs=1e-6 * scale)
+
+
+def slow_pair_divergence(x, p):
+  """sum_j div F(x_i - x_j) in a loop: -sigmoid(beta (2a - r)) + (d - 1) softplus_beta(2a - r) / r."""
+  n, d = x.shape
+  out = np.zeros(n)
+  for i in range(n):
+    for j in range(n):
+      if i == j:
+        continue
+      r = x[i] - x[j]
+      r = r - 2 * p.half_width * np.round(r / (2 * p.half_width))
+      dist = np.linalg.norm(r)
+      u = p.beta * (2 * p.radius - dist)
+      out[i] += -1.0 / (1.0 + np.exp(-u)) + (d - 1) * np.logaddexp(0.0, u) / p.beta / dist
+  return out
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_drift_divergence_against_a_loop_and_the_jacobian(x64, d):
+  n = 40
+  p = params(n, 0.6, k=1.3, trap=0.2)._replace(half_width=active.box_half_width(n, 0.6, dim=d))
+  x = np.asarray(jax.random.uniform(jax.random.key(3), (n, d), minval=-p.half_width,
+                                    maxval=p.half_width))
+  ref = p.k * slow_pair_divergence(x, p) - p.trap * d
+  dense = active.aoup_drift_divergence(jnp.asarray(x), p)
+  np.testing.assert_allclose(dense, ref, rtol=1e-10, atol=1e-12)
+  state = jnp.stack([jnp.asarray(x), jnp.zeros((n, d))])
+  jac = prod.score.jacobian_diagonal(lambda z: active.aoup_drift(z, p), state)[0].sum(-1)
+  np.testing.assert_allclose(dense, jac, rtol=1e-10, atol=1e-12)
+  cutoff = active.interaction_cutoff(p)
+  nb = active.neighbor_list(jnp.asarray(x), p, cutoff, n, n)
+  assert int(nb.overflow) == 0
+  # Pairs beyond the cutoff carry less than exp(-12) of the force law; dropped.
+  np.testing.assert_allclose(active.aoup_drift_divergence(jnp.asarray(x), p, nb), ref,
+                             atol=1e-4 * n)
+  # Two particles at contact, d = 2: -1/2 + log(2) / (2 beta) = -0.4538 each.
+  two = active.AOUPParams(v0=0.0, gamma=1.0, epsilon=0.0, half_width=50.0)
+  div2 = active.aoup_drift_divergence(jnp.array([[0.0, 0.0], [2.0, 0.0]]), two)
+  np.testing.assert_allclose(div2, -0.5 + math.log(2) / 15.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.25])
+def test_score_free_rate_equals_the_generic_form_on_interacting_states(x64, epsilon):
+  """Per state and particle, the terms equal the per-coordinate terms of
+  ``score_free_entropy_production`` (full Jacobian diagonal, all pairs) summed over the
+  particle's coordinates, for noise in g only and in both."""
+  n, b = 12, 6
+  p = params(n, 0.55, v0=0.4, gamma=0.2, epsilon=epsilon, trap=0.1)
+  keys = jax.random.split(jax.random.key(8))
+  x = jax.random.uniform(keys[0], (b, n, 2), minval=-p.half_width, maxval=p.half_width)
+  states = jnp.stack([x, jax.random.normal(keys[1], (b, n, 2))], axis=1)
+  drift = lambda z: active.aoup_drift(z, p)
+  diffusion = jnp.broadcast_to(active.aoup_diffusion(p), (2, n, 2))
+  generic = np.stack([np.asarray(prod.score_free_entropy_production(
+      drift, diffusion, z[None], local=True)).sum(axis=(0, 2)) for z in states])
+  local = active.aoup_score_free_entropy_production(states, p, local=True)
+  np.testing.assert_allclose(local, generic, rtol=1e-10, atol=1e-10)
+  total = active.aoup_score_free_entropy_production(states, p)
+  np.testing.assert_allclose(total, generic.sum(axis=1).mean(), rtol=1e-10)
+  np.testing.assert_allclose(active.aoup_score_free_entropy_production(states, p, base=2),
+                             total / math.log(2), rtol=1e-12)
+  # The neighbour list drops the softplus tail beyond the cutoff (below e^-12 per pair).
+  listed = active.aoup_score_free_entropy_production(states, p, max_neighbors=11)
+  np.testing.assert_allclose(listed, total, rtol=1e-4)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1])
+def test_score_free_rate_of_trapped_particles_is_the_closed_form(x64, epsilon):
+  """Free particles in a trap (k = 0), exact stationary samples from the Lyapunov
+  covariance: the rate per particle is A d with noise in g only and
+  d gamma v0^2 / (eps (A + gamma)) with eps > 0 (``trapped_aoup``'s closed forms, 0.2
+  and 1.2 here), within 4 standard errors of the sample mean."""
+  a, gamma, v0, d, n, b = 0.05, 0.1, 0.3, 2, 16, 4000
+  m, dm = prod.trapped_aoup(a, gamma, epsilon, v0, dim=1)
+  chol = np.linalg.cholesky(np.asarray(prod.lyapunov_covariance(m, dm)))
+  z = np.einsum("ij,bnkj->bink", chol, np.random.default_rng(0).normal(size=(b, n, d, 2)))
+  p = active.AOUPParams(v0=v0, gamma=gamma, epsilon=epsilon, k=0.0, trap=a, half_width=1e6)
+  terms = np.asarray(active.aoup_score_free_entropy_production(jnp.asarray(z), p,
+                                                               local=True))
+  exact = a * d if epsilon == 0 else d * gamma * v0 ** 2 / (epsilon * (a + gamma))
+  se = terms.sum(axis=1).std() / math.sqrt(b) / n
+  assert abs(terms.mean() - exact) < 4 * se
+  assert se < 0.05 * exact
+
+
+def test_score_free_rate_bad_input():
+  p = params(8)
+  with pytest.raises(ValueError, match="x must be"):
+    active.aoup_score_free_entropy_production(jnp.zeros((3, 8, 2)), p)
+  with pytest.raises(ValueError, match="max_neighbors"):
+    active.aoup_score_free_entropy_production(jnp.zeros((1, 2, 8, 2)), p, max_neighbors=0)
+  with pytest.raises(ValueError, match="gamma"):
+    active.aoup_score_free_entropy_production(jnp.zeros((1, 2, 8, 2)), p._replace(gamma=0.0))
+  crowded = jnp.zeros((1, 2, 8, 2)).at[0, 0].set(jnp.linspace(0, 0.1, 16).reshape(8, 2))
+  with pytest.raises(ValueError, match="overflowed"):
+    active.aoup_score_free_entropy_production(crowded, p, max_neighbors=2)
+  with pytest.raises(ValueError, match="x must be"):
+    active.aoup_drift_divergence(jnp.zeros((2, 8, 2)), p)
 
 
 def slow_local_packing(x, p, probe):
