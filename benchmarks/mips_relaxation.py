@@ -3,7 +3,7 @@ whether a dense phase, once made, survives: runs from a uniform start, a clump a
 dense slab.
 
 ``python -m benchmarks.mips_relaxation [--n 1024] [--steps 200000] [--chunk 20000]
-[--chains 2] [--starts uniform clump slab] [--out DIR]``
+[--chains 2] [--starts uniform clump slab] [--out DIR] [--tag NAME]``
 
 Active Ornstein-Uhlenbeck particles (``entropylab.production.active``) at Boffi &
 Vanden-Eijnden's MIPS parameters (v0 = 0.025, gamma = 1e-4, packing fraction 0.5,
@@ -21,7 +21,9 @@ the local packing; and the authors' own labels (their notebook calls a particle 
 with >= 5 centres, itself included, within 2.4, and gas with <= 2). A homogeneous fluid
 has few of either, a phase-separated system many of both. The table goes to
 ``results/mips_relaxation_<platform>[_<starts>]_n<N>.md``, with a figure of chain 0's
-last configuration per start beside it (``.png``). Default starts: uniform and clump.
+last configuration per start beside it (``.png``), and the entropy production rate per
+particle from the states alone (``active.aoup_score_free_entropy_production``), overall
+and by local packing. Default starts: uniform and clump.
 Not part of ``python -m benchmarks``.
 """
 
@@ -68,6 +70,7 @@ def parse_args(argv):
                       default=DEFAULT_STARTS, help="which starts to run")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+  parser.add_argument("--tag", default="", help="appended to the results file name")
   return parser.parse_args(argv)
 
 
@@ -85,6 +88,24 @@ def order_parameters(positions: np.ndarray, params: active.AOUPParams) -> dict:
               solid=float(jnp.mean(solid)), gas=float(jnp.mean(gas)))
 
 
+def score_free_rates(states: np.ndarray, params: active.AOUPParams) -> dict:
+  """The entropy production rate per particle without a score
+  (``active.aoup_score_free_entropy_production``, the mean phase-space contraction of
+  the positions at eps = 0), averaged over the chains' states ``[C, 2, N, d]``, and the
+  mean per-particle term over particles in dilute, intermediate and dense surroundings."""
+  terms = np.asarray(active.aoup_score_free_entropy_production(jnp.asarray(states), params,
+                                                               local=True, max_neighbors=64,
+                                                               max_per_cell=48))
+  packing = np.stack([np.asarray(active.local_packing_fraction(jnp.asarray(x), params))
+                      for x in states[:, 0]])
+  groups = {"dilute": packing <= DILUTE, "intermediate": (packing > DILUTE) & (packing < DENSE),
+            "dense": packing >= DENSE}
+  out = {"rate": float(terms.sum(axis=1).mean() / terms.shape[1])}
+  out.update({name: float(terms[mask].mean()) if mask.any() else float("nan")
+              for name, mask in groups.items()})
+  return out
+
+
 def relax(args, make_start, params) -> tuple[list[dict], np.ndarray]:
   """Order parameters after every chunk, and the last positions of chain 0 ``[N, d]``."""
   key = jax.random.key(args.seed)
@@ -92,19 +113,22 @@ def relax(args, make_start, params) -> tuple[list[dict], np.ndarray]:
           for c in range(args.chains)]
   state = jnp.stack(init)
   keys = jax.random.split(jax.random.fold_in(key, 10_000), args.chains)
-  rows = [dict(step=0, seconds=0.0, **order_parameters(np.asarray(state[:, 0]), params))]
+  rows = [dict(step=0, seconds=0.0, **order_parameters(np.asarray(state[:, 0]), params),
+               epr=score_free_rates(np.asarray(state), params))]
   start = time.perf_counter()
   for first in range(0, args.steps, args.chunk):
     res = active.simulate_aoup(keys, state, params, 0.1, args.chunk, save_every=args.chunk,
                                start_step=first, max_neighbors=64, max_per_cell=24)
     state = res.states[:, -1]
     row = dict(step=first + args.chunk, seconds=time.perf_counter() - start,
-               **order_parameters(np.asarray(state[:, 0]), params))
+               **order_parameters(np.asarray(state[:, 0]), params),
+               epr=score_free_rates(np.asarray(state), params))
     rows.append(row)
     print(f"  step {row['step']:>8}: dense {row['dense']:.3f} (chains "
           + ", ".join(f"{v:.3f}" for v in row["per_chain"])
           + f"), dilute {row['dilute']:.3f}, std {row['std']:.3f}; authors' solid "
-          f"{row['solid']:.3f}, gas {row['gas']:.3f} ({row['seconds']:.0f} s)",
+          f"{row['solid']:.3f}, gas {row['gas']:.3f}; score-free EPR per particle "
+          f"{row['epr']['rate']:.4g} ({row['seconds']:.0f} s)",
           flush=True)
   return rows, np.asarray(state[0, 0])
 
@@ -165,6 +189,21 @@ def to_markdown(args, results, params) -> str:
              + f"{rows[i]['solid']:.3f} / {rows[i]['gas']:.3f}"
              for rows in results.values()]
     lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
+  lines += ["", "Entropy production rate per particle without a score "
+            "(`aoup_score_free_entropy_production`: at eps = 0 the mean of "
+            "-div_x b_x + gamma (|g|^2 - d) per particle, exact in expectation over the "
+            "stationary density; one state per chain at each step), in nats per unit "
+            "time: all particles, then the mean term of particles in dilute / "
+            "intermediate / dense surroundings (the same local packing thresholds; "
+            "nan where a group is empty):", "",
+            "| step | " + " | ".join(f"{name}: all | {name}: dilute / intermediate / dense"
+                                     for name in results) + " |",
+            "|---:|" + "---:|---:|" * len(results)]
+  for i, step in enumerate(steps):
+    cells = [f"{rows[i]['epr']['rate']:.4g} | {rows[i]['epr']['dilute']:.3g} / "
+             f"{rows[i]['epr']['intermediate']:.3g} / {rows[i]['epr']['dense']:.3g}"
+             for rows in results.values()]
+    lines.append(f"| {step:,} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -184,7 +223,8 @@ def main(argv=None) -> int:
   print(text)
   args.out.mkdir(parents=True, exist_ok=True)
   suffix = "" if sorted(args.starts) == DEFAULT_STARTS else "_" + "_".join(sorted(args.starts))
-  path = args.out / f"mips_relaxation_{jax.devices()[0].platform}{suffix}_n{args.n}.md"
+  tag = f"_{args.tag}" if args.tag else ""
+  path = args.out / f"mips_relaxation_{jax.devices()[0].platform}{suffix}_n{args.n}{tag}.md"
   path.write_text(text)
   plot_final(path.with_suffix(".png"), finals, params, args.steps)
   print(f"wrote {path} and {path.with_suffix('.png').name}")

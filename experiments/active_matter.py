@@ -34,7 +34,10 @@ Steps:
    ``prod.hypoelliptic_entropy_production_bound`` (valid for any score, equal to the
    rate at the exact score; it needs samples independent of the training data, which
    the transfer chains of step 4 are and the held-out states of the training chains
-   are only in part), means per particle grouped by local packing (dilute,
+   are only in part), the rate from the states alone
+   (``active.aoup_score_free_entropy_production``: at eps = 0 the mean phase-space
+   contraction of the positions, exact in expectation, no network), means per
+   particle grouped by local packing (dilute,
    intermediate: the interfaces, dense), a map of both binned over the box
    (``local_epr.png``, beside the particle density), and the stationarity residual
    E[v . s] / E[|v| |s|].
@@ -346,6 +349,11 @@ def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
          "stationarity_relative": resid / scale if scale > 0 else float("nan"),
          "per_particle": per_particle, "bound_total": None, "bound_per_particle": None,
          "bound_local": None}
+  # The rate without a score (phase-space contraction at eps = 0), exact in expectation
+  # over the stationary density: the reference the learned numbers are measured against.
+  free = np.asarray(active.aoup_score_free_entropy_production(
+      xj, params, local=True, max_neighbors=64, max_per_cell=48))              # [B, N]
+  out.update(score_free_per_particle=float(free.sum(axis=1).mean() / x.shape[2]))
   if params.epsilon == 0:
     bound = np.asarray(prod.hypoelliptic_entropy_production_bound(
         local_score(net, net_params, half, shift_g), xj, params.gamma, local=True))
@@ -363,7 +371,8 @@ def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
       name: {"share": float(mask.mean()),
              "epr": float(per_particle[mask].mean()) if mask.any() else None,
              "bound": (float(out["bound_local"][mask].mean())
-                       if mask.any() and out["bound_local"] is not None else None)}
+                       if mask.any() and out["bound_local"] is not None else None),
+             "score_free": float(free[mask].mean()) if mask.any() else None}
       for name, mask in groups.items()}
   return out
 
@@ -437,21 +446,22 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   rows = [("trained", cfg.n_particles, cfg.packing_fraction, main)]
   rows += [(label, n, phi, transfer[label]) for label, n, phi in targets]
   lines = ["| system | N | packing | EPR total | EPR per particle | lower bound per particle | "
-           "E[v.s] / E[|v||s|] | dense / dilute share at the end |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "score-free EPR per particle | E[v.s] / E[|v||s|] | dense / dilute share at the end |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for label, n, phi, r in rows:
     bound = "-" if r["bound_per_particle"] is None else f"{r['bound_per_particle']:.4g}"
     lines.append(f"| {label} | {n} | {phi} | {r['epr_total']:.4g} | "
-                 f"{r['epr_per_particle']:.4g} | {bound} | {r['stationarity_relative']:+.3f} | "
+                 f"{r['epr_per_particle']:.4g} | {bound} | {r['score_free_per_particle']:.4g} | "
+                 f"{r['stationarity_relative']:+.3f} | "
                  f"{r['dense']:.3f} / {r['dilute']:.3f} |")
   fmt = lambda v: "-" if v is None else f"{v:.3g}"
   lines += ["", "Per-particle means by local packing (`local_packing_fraction`: dilute <= 0.3, "
             "dense >= 0.7, intermediate between, where the cluster interfaces are): share "
-            "of particles, plug-in EPR, lower bound:", "",
+            "of particles, plug-in EPR, lower bound, score-free term:", "",
             "| system | dilute | intermediate | dense |", "| --- | --- | --- | --- |"]
   for label, _, _, r in rows:
     lines.append(f"| {label} | " + " | ".join(
-        f"{g['share']:.2f}: {fmt(g['epr'])} / {fmt(g['bound'])}"
+        f"{g['share']:.2f}: {fmt(g['epr'])} / {fmt(g['bound'])} / {fmt(g['score_free'])}"
         for g in (r["by_packing"][k] for k in ("dilute", "intermediate", "dense"))) + " |")
   if baseline_rows:
     lines += ["", f"Baseline: the same network trained by denoising score matching (noise "
@@ -468,7 +478,12 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
             "implicit score matching loss of s_g; it holds on samples independent of the "
             "training data: the transfer rows are fresh chains, while the trained row's "
             "held-out states come from the training chains (their self-propulsions "
-            "persist for 1/gamma)."]
+            "persist for 1/gamma). Score-free: "
+            "`aoup_score_free_entropy_production`, the same rate from the states alone "
+            "(at eps = 0 the mean phase-space contraction -div_x b_x of the positions), "
+            "exact in expectation over the stationary density and needing no network; "
+            "its per-particle terms sum to the rate but are a different local density "
+            "from the plug-in terms."]
   if curves:
     lines += ["", f"Lower bound per particle during training, on the first {len(monitor_x)} "
               "held-out states (`bound_monitor`, after each chunk):", "",
@@ -489,6 +504,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
       "epr_total": round(main["epr_total"], 6),
       "epr_per_particle": main["epr_per_particle"],
       "bound_per_particle": main["bound_per_particle"],
+      "score_free_per_particle": main["score_free_per_particle"],
       "by_packing": main["by_packing"],
       "dsm_baseline": baseline_rows or None,
       "stationarity_relative": round(main["stationarity_relative"], 4),

@@ -267,6 +267,7 @@ def aoup_drift_divergence(x: Array, params: AOUPParams,
 
 def aoup_score_free_entropy_production(x, params: AOUPParams, local: bool = False,
                                        max_neighbors: Optional[int] = None,
+                                       max_per_cell: Optional[int] = None,
                                        base: Optional[float] = None) -> Array:
   r"""Entropy production rate of the model above from stationary samples alone, with no
   score: the identity of :func:`entropylab.production.score_free_entropy_production`
@@ -297,6 +298,8 @@ def aoup_score_free_entropy_production(x, params: AOUPParams, local: bool = Fals
     local: return the per-particle terms ``[B, N]`` instead of their mean total.
     max_neighbors: use a neighbour list with this many slots per particle (``O(N
       K)``; raises if it overflows); ``None`` sums all pairs (``O(N^2)``).
+    max_per_cell: particles a cell of that list can hold (default: twice the
+      close-packed count, at least 8).
     base: logarithm base of the result (``None``: nats; ``2``: bits).
 
   Returns:
@@ -309,11 +312,13 @@ def aoup_score_free_entropy_production(x, params: AOUPParams, local: bool = Fals
     raise ValueError(f"x must be [B, 2, N, d] active-particle states, got shape {x.shape}")
   if max_neighbors is not None:
     _checks.check_positive_int(max_neighbors, "max_neighbors")
+  if max_per_cell is not None:
+    _checks.check_positive_int(max_per_cell, "max_per_cell")
   _checks.check_base(base)
   params = AOUPParams(*(float(v) for v in params))
   dim = x.shape[-1]
   cutoff = interaction_cutoff(params)
-  cell_capacity = _default_max_per_cell(params, cutoff, dim)
+  cell_capacity = max_per_cell or _default_max_per_cell(params, cutoff, dim)
 
   def per_sample(z):
     pos, g = z[0], z[1]
@@ -331,7 +336,8 @@ def aoup_score_free_entropy_production(x, params: AOUPParams, local: bool = Fals
   terms, overflow = jax.lax.map(per_sample, x)
   if _checks.is_concrete(overflow) and int(jnp.sum(overflow)) > 0:
     raise ValueError(f"the neighbour list overflowed in {int(jnp.sum(overflow > 0))} of "
-                     f"{x.shape[0]} states; raise max_neighbors (now {max_neighbors})")
+                     f"{x.shape[0]} states; raise max_neighbors (now {max_neighbors}) or "
+                     f"max_per_cell (now {cell_capacity})")
   return _checks.to_base(terms if local else jnp.mean(jnp.sum(terms, axis=1)), base)
 
 

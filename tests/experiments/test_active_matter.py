@@ -56,12 +56,19 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path, score_loss
   terms = 0.5 * jnp.sum(x[:, 1] ** 2, -1) - 2 - 0.5 * jnp.sum(s_g ** 2, -1) - jnp.sum(diag, -1)
   bound = 2 * TINY.gamma * float(jnp.mean(jnp.sum(terms, axis=1)))
   assert summary["bound_per_particle"] * 40 == pytest.approx(bound, rel=1e-4, abs=1e-9)
+  # The score-free rate: the generic form with the full Jacobian diagonal of the
+  # all-pairs drift, on the same states.
+  free = prod.score_free_entropy_production(
+      lambda z: active.aoup_drift(z, params),
+      jnp.broadcast_to(active.aoup_diffusion(params), x.shape[1:]), x)
+  assert summary["score_free_per_particle"] * 40 == pytest.approx(float(free), rel=1e-4)
   # The packing groups partition the particles: shares sum to 1 and the share-weighted
   # group means give back the per-particle totals.
   groups = [g for g in summary["by_packing"].values() if g["share"] > 0]
   assert sum(g["share"] for g in groups) == pytest.approx(1.0)
   for key, total in (("epr", summary["epr_per_particle"]),
-                     ("bound", summary["bound_per_particle"])):
+                     ("bound", summary["bound_per_particle"]),
+                     ("score_free", summary["score_free_per_particle"])):
     assert sum(g["share"] * g[key] for g in groups) == pytest.approx(total, rel=1e-4, abs=1e-12)
   # The learning curve of the bound: one value per training chunk (20 steps in chunks of
   # 5), the last one the final network's bound on the same 2 held-out states.
