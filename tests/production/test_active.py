@@ -17,18 +17,23 @@ def params(n=64, phi=0.5, **kw):
   return active.AOUPParams(**base)
 
 
-def slow_forces(x, p):
-  """All pairs in a Python loop over periodic images, straight from eq. 9."""
-  n, d = x.shape
-  out = np.zeros_like(x)
+def slow_pairs(x, p):
+  """Every ordered pair ``i != j`` in a Python loop: ``(i, r, |r|)`` with ``r`` the
+  minimum-image difference ``x_i - x_j``."""
+  n = x.shape[0]
   for i in range(n):
     for j in range(n):
-      if i == j:
-        continue
-      r = x[i] - x[j]
-      r = r - 2 * p.half_width * np.round(r / (2 * p.half_width))
-      dist = np.linalg.norm(r)
-      out[i] += np.logaddexp(0.0, p.beta * (2 * p.radius - dist)) / p.beta * r / dist
+      if i != j:
+        r = x[i] - x[j]
+        r = r - 2 * p.half_width * np.round(r / (2 * p.half_width))
+        yield i, r, np.linalg.norm(r)
+
+
+def slow_forces(x, p):
+  """All pairs in a Python loop over periodic images, straight from eq. 9."""
+  out = np.zeros_like(x)
+  for i, r, dist in slow_pairs(x, p):
+    out[i] += np.logaddexp(0.0, p.beta * (2 * p.radius - dist)) / p.beta * r / dist
   return out
 
 
@@ -214,15 +219,9 @@ def slow_pair_divergence(x, p):
   """sum_j div F(x_i - x_j) in a loop: -sigmoid(beta (2a - r)) + (d - 1) softplus_beta(2a - r) / r."""
   n, d = x.shape
   out = np.zeros(n)
-  for i in range(n):
-    for j in range(n):
-      if i == j:
-        continue
-      r = x[i] - x[j]
-      r = r - 2 * p.half_width * np.round(r / (2 * p.half_width))
-      dist = np.linalg.norm(r)
-      u = p.beta * (2 * p.radius - dist)
-      out[i] += -1.0 / (1.0 + np.exp(-u)) + (d - 1) * np.logaddexp(0.0, u) / p.beta / dist
+  for i, _, dist in slow_pairs(x, p):
+    u = p.beta * (2 * p.radius - dist)
+    out[i] += -1.0 / (1.0 + np.exp(-u)) + (d - 1) * np.logaddexp(0.0, u) / p.beta / dist
   return out
 
 
