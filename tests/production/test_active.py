@@ -227,7 +227,7 @@ def slow_pair_divergence(x, p):
 
 @pytest.mark.parametrize("d", [2, 3])
 def test_drift_divergence_against_a_loop_and_the_jacobian(x64, d):
-  n = 40
+  n = 24
   p = params(n, 0.6, k=1.3, trap=0.2)._replace(half_width=active.box_half_width(n, 0.6, dim=d))
   x = np.asarray(jax.random.uniform(jax.random.key(3), (n, d), minval=-p.half_width,
                                     maxval=p.half_width))
