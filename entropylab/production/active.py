@@ -310,6 +310,10 @@ def aoup_score_free_entropy_production(x, params: AOUPParams, local: bool = Fals
   x = _checks.as_float_array(x, "x")
   if x.ndim != 4 or x.shape[1] != 2:
     raise ValueError(f"x must be [B, 2, N, d] active-particle states, got shape {x.shape}")
+  if x.shape[0] < 1:
+    raise ValueError("x holds no states")
+  if _checks.is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
+    raise ValueError("x has non-finite entries")
   if max_neighbors is not None:
     _checks.check_positive_int(max_neighbors, "max_neighbors")
   if max_per_cell is not None:

@@ -301,6 +301,13 @@ def test_score_free_rate_bad_input():
     active.aoup_score_free_entropy_production(jnp.zeros((1, 2, 8, 2)), p, max_neighbors=0)
   with pytest.raises(ValueError, match="gamma"):
     active.aoup_score_free_entropy_production(jnp.zeros((1, 2, 8, 2)), p._replace(gamma=0.0))
+  with pytest.raises(ValueError, match="no states"):
+    active.aoup_score_free_entropy_production(jnp.zeros((0, 2, 8, 2)), p)
+  with pytest.raises(ValueError, match="non-finite"):
+    active.aoup_score_free_entropy_production(jnp.full((1, 2, 8, 2), jnp.nan), p)
+  with pytest.raises(ValueError, match="max_per_cell"):
+    active.aoup_score_free_entropy_production(jnp.zeros((1, 2, 8, 2)), p, max_neighbors=4,
+                                              max_per_cell=-1)
   crowded = jnp.zeros((1, 2, 8, 2)).at[0, 0].set(jnp.linspace(0, 0.1, 16).reshape(8, 2))
   with pytest.raises(ValueError, match="overflowed"):
     active.aoup_score_free_entropy_production(crowded, p, max_neighbors=2)
