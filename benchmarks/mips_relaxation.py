@@ -96,10 +96,8 @@ def score_free_rates(states: np.ndarray, params: active.AOUPParams) -> dict:
   terms = np.asarray(active.aoup_score_free_entropy_production(jnp.asarray(states), params,
                                                                local=True, max_neighbors=64,
                                                                max_per_cell=48))
-  packing = np.stack([np.asarray(active.local_packing_fraction(jnp.asarray(x), params))
-                      for x in states[:, 0]])
-  groups = {"dilute": packing <= DILUTE, "intermediate": (packing > DILUTE) & (packing < DENSE),
-            "dense": packing >= DENSE}
+  groups = active.packing_groups(jnp.asarray(states[:, 0]), params, dense=DENSE, dilute=DILUTE)
+  groups = {name: np.asarray(mask) for name, mask in groups.items()}
   out = {"rate": float(terms.sum(axis=1).mean() / terms.shape[1])}
   out.update({name: float(terms[mask].mean()) if mask.any() else float("nan")
               for name, mask in groups.items()})

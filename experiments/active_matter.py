@@ -364,9 +364,8 @@ def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
                bound_local=bound)
   # Where it is produced: per-particle means over particles grouped by local packing
   # (phase_fractions' thresholds; the middle group holds the cluster interfaces).
-  packing = np.stack([np.asarray(active.local_packing_fraction(z, params)) for z in xj[:, 0]])
-  groups = {"dilute": packing <= 0.3, "intermediate": (packing > 0.3) & (packing < 0.7),
-            "dense": packing >= 0.7}
+  groups = {name: np.asarray(mask)
+            for name, mask in active.packing_groups(xj[:, 0], params).items()}
   out["by_packing"] = {
       name: {"share": float(mask.mean()),
              "epr": float(per_particle[mask].mean()) if mask.any() else None,

@@ -254,6 +254,8 @@ def aoup_drift_divergence(x: Array, params: AOUPParams,
   """
   if x.ndim != 2:
     raise ValueError(f"x must be [N, d] positions, got shape {x.shape}")
+  if not isinstance(params, AOUPParams) or all(_checks.is_concrete(v) for v in params):
+    check_params(params)    # traced params (jit over a system) are left to the caller
   n, dim = x.shape
   if neighbors is None:
     diff = minimum_image(x[:, None, :] - x[None, :, :], params.half_width)
@@ -699,11 +701,35 @@ def local_packing_fraction(x, params: AOUPParams, probe: Optional[float] = None,
   return counts.astype(x.dtype) * (params.radius / probe) ** x.shape[1]
 
 
+def packing_groups(x, params: AOUPParams, dense: float = 0.7, dilute: float = 0.3,
+                   probe: Optional[float] = None) -> dict[str, Array]:
+  """Particles grouped by their surroundings, from :func:`local_packing_fraction`:
+  ``x [..., N, d]`` -> ``{"dilute", "intermediate", "dense"}``, boolean masks ``[...,
+  N]`` that partition the particles (local packing ``<= dilute``, strictly between,
+  ``>= dense``; dimensionless thresholds).
+
+  In a phase-separated MIPS state the intermediate group holds the cluster interfaces
+  (Boffi & Vanden-Eijnden, PNAS 2024, locate entropy production there); the
+  thresholds are conventions, not properties of the model (see
+  :func:`phase_fractions` for an ideal gas's baseline).
+  """
+  x = _checks.as_float_array(x, "x")
+  if x.ndim < 2:
+    raise ValueError(f"x must be [..., N, d] positions, got shape {x.shape}")
+  if not 0 <= dilute < dense:
+    raise ValueError(f"need 0 <= dilute < dense, got dilute={dilute}, dense={dense}")
+  flat = x.reshape((-1,) + x.shape[-2:])
+  local = jnp.stack([local_packing_fraction(z, params, probe) for z in flat])
+  local = local.reshape(x.shape[:-1])
+  return {"dilute": local <= dilute, "intermediate": (local > dilute) & (local < dense),
+          "dense": local >= dense}
+
+
 def phase_fractions(x, params: AOUPParams, dense: float = 0.7, dilute: float = 0.3,
                     probe: Optional[float] = None) -> tuple[Array, Array]:
   """Shares of particles in dense (local packing ``>= dense``) and in dilute (``<=
-  dilute``) surroundings, from :func:`local_packing_fraction`: ``x [..., N, d]`` ->
-  two arrays of shape ``[...]`` (fractions in [0, 1]).
+  dilute``) surroundings, from :func:`packing_groups`: ``x [..., N, d]`` -> two arrays
+  of shape ``[...]`` (fractions in [0, 1]).
 
   Motility-induced phase separation moves particles into both groups; but even an
   ideal gas has some in each: for independent uniform positions the count of other
@@ -715,16 +741,8 @@ def phase_fractions(x, params: AOUPParams, dense: float = 0.7, dilute: float = 0
   included) within 2.4 and gas with at most 2: ``probe=2.4, dense=4.5 / 2.4**2,
   dilute=2.5 / 2.4**2`` here (``benchmarks/mips_relaxation.py`` reports both).
   """
-  x = _checks.as_float_array(x, "x")
-  if x.ndim < 2:
-    raise ValueError(f"x must be [..., N, d] positions, got shape {x.shape}")
-  if not 0 <= dilute < dense:
-    raise ValueError(f"need 0 <= dilute < dense, got dilute={dilute}, dense={dense}")
-  flat = x.reshape((-1,) + x.shape[-2:])
-  local = jnp.stack([local_packing_fraction(z, params, probe) for z in flat])
-  shape = x.shape[:-2]
-  return (jnp.mean(local >= dense, axis=-1).reshape(shape),
-          jnp.mean(local <= dilute, axis=-1).reshape(shape))
+  groups = packing_groups(x, params, dense=dense, dilute=dilute, probe=probe)
+  return jnp.mean(groups["dense"], axis=-1), jnp.mean(groups["dilute"], axis=-1)
 
 
 __all__ = [
@@ -740,6 +758,7 @@ __all__ = [
     "local_packing_fraction",
     "minimum_image",
     "neighbor_list",
+    "packing_groups",
     "pair_forces",
     "pair_forces_dense",
     "phase_fractions",

@@ -313,6 +313,14 @@ def test_score_free_rate_bad_input():
     active.aoup_score_free_entropy_production(crowded, p, max_neighbors=2)
   with pytest.raises(ValueError, match="x must be"):
     active.aoup_drift_divergence(jnp.zeros((2, 8, 2)), p)
+  with pytest.raises(ValueError, match="beta"):
+    active.aoup_drift_divergence(jnp.zeros((8, 2)), p._replace(beta=-1.0))
+  with pytest.raises(TypeError, match="AOUPParams"):
+    active.aoup_drift_divergence(jnp.zeros((8, 2)), tuple(p))
+  # Traced params (a jit over systems) skip the value checks and give the same result.
+  x = active.random_configuration(jax.random.key(0), 8, p)[0]
+  np.testing.assert_allclose(jax.jit(active.aoup_drift_divergence)(x, p),
+                             active.aoup_drift_divergence(x, p), rtol=1e-6, atol=1e-7)
 
 
 def slow_local_packing(x, p, probe):
@@ -387,8 +395,17 @@ def test_phase_fractions_of_an_ideal_gas_are_binomial_tails():
   prob = math.pi * 9.0 / (2 * p.half_width) ** 2
   assert float(jnp.mean(dense)) == pytest.approx(stats.binom.sf(5, n - 1, prob), abs=0.01)
   assert float(jnp.mean(dilute)) == pytest.approx(stats.binom.cdf(1, n - 1, prob), abs=0.006)
+  # The three groups partition the particles; the middle one is 2 <= K <= 5.
+  groups = active.packing_groups(x, p)
+  assert all(m.shape == (4, n) for m in groups.values())
+  np.testing.assert_array_equal(sum(np.asarray(m, int) for m in groups.values()), 1)
+  np.testing.assert_allclose(np.mean(groups["dense"], axis=1), dense)
+  middle = stats.binom.cdf(5, n - 1, prob) - stats.binom.cdf(1, n - 1, prob)
+  assert float(jnp.mean(groups["intermediate"])) == pytest.approx(middle, abs=0.012)
   with pytest.raises(ValueError, match="dilute"):
     active.phase_fractions(x, p, dense=0.2, dilute=0.3)
+  with pytest.raises(ValueError, match="dilute"):
+    active.packing_groups(x, p, dense=0.5, dilute=0.5)
 
 
 def test_slab_start_is_a_periodic_triangular_slab_and_a_gas():
