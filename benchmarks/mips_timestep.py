@@ -1,7 +1,7 @@
 """Does the score-free entropy production rate of MIPS depend on the time step?
 
-``python -m benchmarks.mips_timestep [--n 1024] [--relax 20000] [--time 1000]
-[--dts 0.1 0.05 0.025] [--samples 8] [--chains 2] [--out DIR]``
+``python -m benchmarks.mips_timestep [--n 4096] [--relax 10000] [--time 500]
+[--dts 0.1 0.05 0.025] [--samples 10] [--chains 2] [--seed 0] [--out DIR] [--tag NAME]``
 
 The rate of Boffi & Vanden-Eijnden (PNAS 2024) at eps = 0, measured without a score
 (``active.aoup_score_free_entropy_production``: the mean phase-space contraction of the
@@ -22,7 +22,7 @@ saves ``--samples`` states per chain and reports the rate per particle (mean ove
 chains and states, with the standard error of the chain means), the mean term of
 particles in dilute / intermediate / dense surroundings (``active.packing_groups``),
 and a first-order (Richardson) extrapolation to dt -> 0 from the two smallest steps.
-Writes ``results/mips_timestep_<platform>_n<N>.md``. Not part of ``python -m benchmarks``.
+Writes ``results/mips_timestep_<platform>_n<N>[_<tag>].md``. Not part of ``python -m benchmarks``.
 """
 
 from __future__ import annotations
@@ -50,18 +50,19 @@ MAX_NEIGHBORS, MAX_PER_CELL = 64, 24
 def parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m benchmarks.mips_timestep",
                                    description=__doc__.split("\n\n")[0])
-  parser.add_argument("--n", type=int, default=1024, help="particles")
-  parser.add_argument("--relax", type=int, default=20_000,
+  parser.add_argument("--n", type=int, default=4096, help="particles")
+  parser.add_argument("--relax", type=int, default=10_000,
                       help=f"relaxation steps at dt = {RELAX_DT} before the branches")
-  parser.add_argument("--time", type=float, default=1000.0,
+  parser.add_argument("--time", type=float, default=500.0,
                       help="physical time of each branch")
   parser.add_argument("--dts", type=float, nargs="+", default=[0.1, 0.05, 0.025])
-  parser.add_argument("--samples", type=int, default=8,
+  parser.add_argument("--samples", type=int, default=10,
                       help="states per chain saved over the second half of a branch")
   parser.add_argument("--chains", type=int, default=2)
   parser.add_argument("--packing", type=float, default=0.5)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+  parser.add_argument("--tag", default="", help="appended to the results file name")
   args = parser.parse_args(argv)
   for dt in args.dts:
     steps = args.time / dt
@@ -105,16 +106,22 @@ def branch(keys, state, params, dt: float, args) -> dict:
   }
 
 
-def richardson(rows: list[dict]) -> tuple[float, float] | None:
-  """First-order extrapolation to dt -> 0 from the two smallest steps, with its
-  standard error (independent branches)."""
+def richardson(rows: list[dict]) -> dict | None:
+  """First-order extrapolation to dt -> 0 from the two smallest steps, chain by chain
+  (the branches of a chain start from the same state, so the comparison is paired):
+  the chain mean of the extrapolated rate, and the bias of each step's rate against
+  it, with standard errors over the chains."""
   if len(rows) < 2:
     return None
   a, b = sorted(rows, key=lambda r: r["dt"])[:2]                # a: smallest dt
   w = a["dt"] / (b["dt"] - a["dt"])
-  value = a["rate"] + w * (a["rate"] - b["rate"])
-  se = float(np.hypot((1 + w) * a["se"], w * b["se"]))
-  return value, se
+  ra, rb = np.asarray(a["per_chain"]), np.asarray(b["per_chain"])
+  limit = ra + w * (ra - rb)
+  se = lambda v: float(np.std(v, ddof=1) / np.sqrt(len(v)))
+  bias = {r["dt"]: (float(np.mean(np.asarray(r["per_chain"]) - limit)),
+                    se(np.asarray(r["per_chain"]) - limit)) for r in rows}
+  return {"from": (a["dt"], b["dt"]), "limit": (float(limit.mean()), se(limit)),
+          "bias": bias}
 
 
 def to_markdown(args, relax_row: dict, rows: list[dict], params) -> str:
@@ -152,9 +159,14 @@ def to_markdown(args, relax_row: dict, rows: list[dict], params) -> str:
         f"{r['dense_share']:.3f} | {r['seconds']:.0f} |")
   extra = richardson(rows)
   if extra is not None:
-    small = sorted(rows, key=lambda r: r["dt"])[:2]
-    lines += ["", f"First-order extrapolation to dt -> 0 from dt = {small[0]['dt']:g} and "
-              f"{small[1]['dt']:g}: {extra[0]:.4f} +- {extra[1]:.4f} per particle."]
+    lo, hi = extra["from"]
+    value, err = extra["limit"]
+    lines += ["", f"First-order extrapolation to dt -> 0 from dt = {lo:g} and {hi:g}, chain "
+              f"by chain: {value:.4f} +- {err:.4f} per particle. Each step's rate minus "
+              "that limit (paired by chain; relative to the limit):", "",
+              "| dt | rate - limit | relative |", "|---:|---:|---:|"]
+    for dt, (bias, bias_err) in extra["bias"].items():
+      lines.append(f"| {dt:g} | {bias:+.4f} +- {bias_err:.4f} | {bias / value:+.1%} |")
   return "\n".join(lines) + "\n"
 
 
@@ -185,7 +197,8 @@ def main(argv=None) -> int:
   text = to_markdown(args, relax_row, rows, params)
   print(text)
   args.out.mkdir(parents=True, exist_ok=True)
-  path = args.out / f"mips_timestep_{jax.devices()[0].platform}_n{args.n}.md"
+  tag = f"_{args.tag}" if args.tag else ""
+  path = args.out / f"mips_timestep_{jax.devices()[0].platform}_n{args.n}{tag}.md"
   path.write_text(text)
   print(f"wrote {path}")
   return 0
