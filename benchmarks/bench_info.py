@@ -157,6 +157,16 @@ def command_line() -> str:
   return " ".join(env + [shlex.join(cmd)])
 
 
+def write_result(text: str, out_dir: Path, name: str) -> Path:
+  """Prints a results table and writes it to ``out_dir / name`` (made if missing)."""
+  print(text)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  path = out_dir / name
+  path.write_text(text)
+  print(f"wrote {path}")
+  return path
+
+
 def _diff(ours, ref):
   a = np.asarray(ours, dtype=np.float64)
   b = np.asarray(ref, dtype=np.float64)

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_info import _host_cpu, command_line
+from benchmarks.bench_info import _host_cpu, command_line, write_result
 from entropylab.production import active
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -194,13 +194,9 @@ def main(argv=None) -> int:
     r = rows[-1]
     print(f"  dt {dt:g}: rate {r['rate']:.4f} +- {r['se']:.4f} per particle, dense share "
           f"{r['dense_share']:.3f} ({r['seconds']:.0f} s)", flush=True)
-  text = to_markdown(args, relax_row, rows, params)
-  print(text)
-  args.out.mkdir(parents=True, exist_ok=True)
   tag = f"_{args.tag}" if args.tag else ""
-  path = args.out / f"mips_timestep_{jax.devices()[0].platform}_n{args.n}{tag}.md"
-  path.write_text(text)
-  print(f"wrote {path}")
+  write_result(to_markdown(args, relax_row, rows, params), args.out,
+               f"mips_timestep_{jax.devices()[0].platform}_n{args.n}{tag}.md")
   return 0
 
 

@@ -2,7 +2,7 @@
 self-propulsion slows down: one trapped active particle, gamma from 0.1 to 1e-4.
 
 ``python -m benchmarks.score_conditioning [--gammas 0.1 0.01 0.001 0.0001] [--steps 4000]
-[--samples 40000] [--seeds 2] [--out DIR]``
+[--samples 40000] [--seeds 2] [--raw] [--out DIR]``
 
 With noise in ``g`` only (eps = 0), the rate of Boffi & Vanden-Eijnden (PNAS 2024),
 ``gamma E|g + s_g|^2``, is ``A d`` for a particle in a trap of stiffness ``A``
@@ -21,8 +21,10 @@ epr_validation MLP score (standardised coordinates, implicit score matching with
 exact divergence, Adam on a cosine schedule) with the same budget, and reports on
 held-out samples the plug-in rate, the lower bound
 ``prod.hypoelliptic_entropy_production_bound`` and the exact score's plug-in rate,
-each relative to ``A d``, over ``--seeds`` seeds. Writes
-``results/score_conditioning_<platform>.md``. Not part of ``python -m benchmarks``.
+each relative to ``A d``, over ``--seeds`` seeds. With ``--raw`` the network sees the
+raw coordinates (``x`` spreads over about 0.04, ``g`` over 1), as the MIPS network
+sees positions in units of the particle radius. Writes
+``results/score_conditioning_<platform>[_raw].md``. Not part of ``python -m benchmarks``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_info import _host_cpu, command_line
+from benchmarks.bench_info import _host_cpu, command_line, write_result
 from entropylab import production as prod
 from entropylab.models import MLP
 from experiments._training import fit_adam_cosine
@@ -58,6 +60,8 @@ def parse_args(argv):
   parser.add_argument("--learning-rate", type=float, default=3e-3)
   parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
   parser.add_argument("--seeds", type=int, default=2)
+  parser.add_argument("--raw", action="store_true",
+                      help="feed the network raw coordinates (no standardisation)")
   parser.add_argument("--out", type=Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
   if any(g <= 0 for g in args.gammas):
@@ -79,10 +83,10 @@ def exact_samples(key, m: np.ndarray, d: np.ndarray, n: int) -> tuple[np.ndarray
 
 def fit_score(x: np.ndarray, args, seed: int):
   """The epr_validation MLP score ``s(z) = NN(z / c) / c`` (``c``: per-coordinate sample
-  standard deviation) fitted by implicit score matching."""
+  standard deviation; 1 with ``args.raw``) fitted by implicit score matching."""
   model = MLP(features=tuple(args.hidden))
   xj = jnp.asarray(x)
-  c = jnp.std(xj, axis=0)
+  c = jnp.ones(xj.shape[1]) if args.raw else jnp.std(xj, axis=0)
   params = model.init(jax.random.key(seed), xj[0])
   score_of = lambda p: (lambda z: model.apply(p, z / c) / c)
 
@@ -159,7 +163,8 @@ def to_markdown(args, rows) -> str:
       f"- one trapped active particle, eps = 0, A = {TRAP}, v0 = {V0}, d = {DIM}: rate A d "
       f"= {TRAP * DIM:g} nats per unit time for every gamma (`trapped_aoup`)",
       f"- exact stationary samples: {args.samples:,} to train, {args.held_out:,} held out; "
-      f"MLP {tuple(args.hidden)} on standardised coordinates, implicit score matching, "
+      f"MLP {tuple(args.hidden)} on {'raw' if args.raw else 'standardised'} coordinates, "
+      "implicit score matching, "
       f"{args.steps:,} Adam steps (cosine from {args.learning_rate:g}), batch {args.batch}; "
       f"one value per seed ({args.seeds} seeds)",
       "- width: standard deviation of x given g over that of x, sqrt(gamma / (A + gamma))",
@@ -181,12 +186,9 @@ def to_markdown(args, rows) -> str:
 def main(argv=None) -> int:
   args = parse_args(argv)
   rows = measure(args)
-  text = to_markdown(args, rows)
-  print(text)
-  args.out.mkdir(parents=True, exist_ok=True)
-  path = args.out / f"score_conditioning_{jax.devices()[0].platform}.md"
-  path.write_text(text)
-  print(f"wrote {path}")
+  raw = "_raw" if args.raw else ""
+  write_result(to_markdown(args, rows), args.out,
+               f"score_conditioning_{jax.devices()[0].platform}{raw}.md")
   return 0
 
 

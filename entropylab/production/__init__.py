@@ -28,10 +28,12 @@ from entropylab.production.active import (
     simulate_aoup,
 )
 from entropylab.production.ou import (
+    active_spring_ring,
     bead_spring_chain,
     lyapunov_covariance,
     ou_entropy_production,
     ou_pair_entropy_production,
+    ou_restricted_score_bound,
     sample_ou_pairs,
     trapped_aoup,
 )

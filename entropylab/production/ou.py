@@ -186,6 +186,67 @@ def ou_entropy_production(M, D, per_coordinate: bool = False,
   return _checks.to_base(out, base)
 
 
+def ou_restricted_score_bound(M, D, support, per_coordinate: bool = False,
+                              base: Optional[float] = None) -> Array:
+  r"""The most entropy production that a score seeing only part of the state can
+  certify, for :math:`dz = Mz\,dt + \sqrt{2D}\,dW` with diagonal ``D``.
+
+  A score fitted by score matching approaches, in :math:`L^2(\rho)`, the best function
+  its inputs allow; the lower bound of
+  :func:`entropylab.production.hypoelliptic_entropy_production_bound` is then
+  :math:`B(s) = \dot S - E[(s - s^*)^\top D (s - s^*)]` (Boffi & Vanden-Eijnden, PNAS
+  2024; for noise in ``g`` only the weight is :math:`\gamma` on the ``g`` rows). If
+  component ``i`` of the score may depend only on the coordinates :math:`S_i =
+  \{j: \mathrm{support}_{ij}\}`, the best is :math:`E[s^*_i \mid z_{S_i}]`, linear for
+  the Gaussian stationary density, with error :math:`E(s_i - s^*_i)^2 =
+  (\Sigma^{-1})_{ii} - [(\Sigma_{S_iS_i})^{-1}]_{ii}` (the second term only if
+  :math:`i \in S_i`), since :math:`E[z\,s^{*\top}] = -I`. So this returns
+  :math:`\dot S - \sum_i D_{ii}((\Sigma^{-1})_{ii} - [(\Sigma_{S_iS_i})^{-1}]_{ii})`,
+  the bound reached by the best score of any form (network or not) with that
+  locality. With full support it is :func:`ou_entropy_production` (tested).
+
+  Args:
+    M: ``[n, n]`` stable drift matrix.
+    D: ``[n]`` diagonal of the diffusion (or a diagonal ``[n, n]`` matrix), ``>= 0``.
+    support: ``[n, n]`` booleans, ``support[i, j]`` when score component ``i`` may
+      depend on coordinate ``j``.
+    per_coordinate: return the ``[n]`` deficits
+      :math:`D_{ii}E(s_i - s^*_i)^2` instead of the bound.
+    base: log base; ``None`` for nats per unit time, 2 for bits.
+
+  Returns:
+    ``[]`` the bound (nats per unit time, or ``base`` units), or ``[n]`` deficits.
+  """
+  m = check_drift_matrix(M)
+  d = check_diffusion_matrix(D, m.shape[0])
+  n = m.shape[0]
+  if _checks.is_concrete(d) and not np.allclose(np.asarray(d), np.diag(np.diagonal(d))):
+    raise ValueError("D must be diagonal")
+  mask = jnp.asarray(support)
+  if mask.shape != (n, n):
+    raise ValueError(f"support must be [{n}, {n}] to match M, got shape {mask.shape}")
+  if mask.dtype != jnp.bool_:
+    raise TypeError(f"support must hold booleans, got dtype {mask.dtype}")
+  _checks.check_base(base)
+  dtype = jnp.result_type(m.dtype, d.dtype)
+  m, d = m.astype(dtype), d.astype(dtype)
+  sigma = _lyapunov(m, d)
+  precision = jnp.linalg.inv(sigma)
+  eye = jnp.eye(n, dtype=dtype)
+
+  def best(i, keep):
+    # Sigma on the kept coordinates, the identity elsewhere: its inverse is the kept
+    # block's inverse on the kept coordinates.
+    k = keep.astype(dtype)
+    block = sigma * k[:, None] * k[None, :] + jnp.diag(1.0 - k)
+    return jnp.where(keep[i], jnp.linalg.solve(block, eye[i])[i], 0.0)
+
+  explained = jax.vmap(best)(jnp.arange(n), mask)
+  deficit = jnp.diagonal(d) * (jnp.diagonal(precision) - explained)
+  out = deficit if per_coordinate else ou_entropy_production(m, d) - jnp.sum(deficit)
+  return _checks.to_base(out, base)
+
+
 def _pair_covariances(m: Array, d: Array, tau) -> tuple[Array, Array, Array]:
   """Stationary covariance, propagator ``e^{M tau}`` and the transition noise covariance
   ``Sigma - E Sigma E^T``."""
@@ -319,11 +380,52 @@ def trapped_aoup(trap: float, gamma: float, epsilon: float, v0: float,
   return m, d
 
 
+def active_spring_ring(n: int, stiffness: float, trap: float, gamma: float,
+                       v0: float) -> tuple[Array, Array]:
+  r"""Drift and diffusion matrices of ``n`` active particles on a line, each joined to
+  its two neighbours on a ring by springs: :math:`dx_i = (v_0 g_i - k(2x_i - x_{i-1} -
+  x_{i+1}) - A x_i)\,dt`, :math:`dg_i = -\gamma g_i\,dt + \sqrt{2\gamma}\,dW_i`,
+  noise in ``g`` only; state :math:`z = (x_1..x_n, g_1..g_n)`.
+
+  A linear stand-in for a cluster of the MIPS model (:mod:`entropylab.production.active`,
+  Boffi & Vanden-Eijnden, PNAS 2024): the positions respond to a push through the
+  whole elastic body, over about :math:`\sqrt{k / A}` sites. Its hypoelliptic rate is
+  the phase-space contraction :math:`-\mathrm{Tr}\,M_{xx} = n(2k + A)` for every
+  :math:`\gamma` and :math:`v_0 \ne 0` (tested against :func:`ou_entropy_production`).
+
+  Args:
+    n: particles, ``>= 3``.
+    stiffness: spring constant ``k >= 0``.
+    trap: trap stiffness ``A > 0`` (it makes the ring stable).
+    gamma: relaxation rate of ``g``, ``> 0``.
+    v0: self-propulsion speed.
+
+  Returns:
+    ``(M [2n, 2n], D [2n, 2n])``.
+  """
+  _checks.check_positive_int(n, "n")
+  if n < 3:
+    raise ValueError(f"n must be at least 3 for a ring, got {n}")
+  for name, value, ok in (("stiffness", stiffness, lambda v: v >= 0),
+                          ("trap", trap, lambda v: v > 0), ("gamma", gamma, lambda v: v > 0),
+                          ("v0", v0, lambda v: np.isfinite(v))):
+    if _checks.is_concrete(jnp.asarray(value)) and not ok(float(value)):
+      raise ValueError(f"{name} has an invalid value {value}")
+  eye = jnp.eye(n)
+  laplacian = 2 * eye - jnp.roll(eye, 1, axis=1) - jnp.roll(eye, -1, axis=1)
+  zero = jnp.zeros((n, n))
+  m = jnp.block([[-stiffness * laplacian - trap * eye, v0 * eye], [zero, -gamma * eye]])
+  d = jnp.block([[zero, zero], [zero, gamma * eye]])
+  return m, d
+
+
 __all__ = [
+    "active_spring_ring",
     "bead_spring_chain",
     "lyapunov_covariance",
     "ou_entropy_production",
     "ou_pair_entropy_production",
+    "ou_restricted_score_bound",
     "sample_ou_pairs",
     "trapped_aoup",
 ]

@@ -121,3 +121,117 @@ def test_bad_input_raises():
     prod.bead_spring_chain([1.0, -2.0])
   with pytest.raises(ValueError, match="epsilon"):
     prod.trapped_aoup(0.05, 0.1, -0.1, 0.3)
+
+
+def slow_restricted_deficits(m, d, support):
+  """D_ii E(s_i - s*_i)^2 of the best score of z_{S_i}, by explicit index sets with
+  scipy's covariance: P_ii - [(Sigma_SS)^-1]_ii (i in S), else P_ii."""
+  sigma = scipy.linalg.solve_continuous_lyapunov(m, -2 * d)
+  prec = np.linalg.inv(sigma)
+  out = []
+  for i in range(m.shape[0]):
+    s = np.flatnonzero(support[i])
+    explained = 0.0
+    if i in s:
+      explained = np.linalg.inv(sigma[np.ix_(s, s)])[list(s).index(i), list(s).index(i)]
+    out.append(d[i, i] * (prec[i, i] - explained))
+  return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_restricted_score_bound_against_index_sets(x64, seed):
+  rng = np.random.default_rng(40 + seed)
+  m, d = random_system(rng, 5, diagonal=True)
+  support = rng.uniform(size=(5, 5)) < 0.5
+  support[0, 0] = False                         # one row that cannot see its own coordinate
+  deficits = np.asarray(prod.ou_restricted_score_bound(m, np.diag(d), support,
+                                                       per_coordinate=True))
+  np.testing.assert_allclose(deficits, slow_restricted_deficits(m, d, support), rtol=1e-8,
+                             atol=1e-10)
+  assert np.all(deficits >= -1e-10)
+  rate = float(prod.ou_entropy_production(m, d))
+  bound = float(prod.ou_restricted_score_bound(m, d, support))
+  assert bound == pytest.approx(rate - deficits.sum(), rel=1e-10)
+  full = float(prod.ou_restricted_score_bound(m, d, np.ones((5, 5), bool)))
+  assert full == pytest.approx(rate, rel=1e-9)
+  # A larger support never certifies less.
+  assert float(prod.ou_restricted_score_bound(m, d, support | np.eye(5, dtype=bool))) >= bound
+
+
+def test_restricted_bound_is_the_hypoelliptic_bound_of_the_best_local_score(x64):
+  """On exact samples of a ring of 6 active particles, the best score that sees only
+  each particle's own x_i and g_i (linear, its weights from Sigma) fed to
+  hypoelliptic_entropy_production_bound gives the closed form within sampling error."""
+  n, gamma = 6, 0.2
+  m, d = (np.asarray(a) for a in prod.active_spring_ring(n, 0.5, 0.3, gamma, 0.4))
+  sigma = scipy.linalg.solve_continuous_lyapunov(m, -2 * d)
+  own = np.zeros((2 * n, 2 * n), bool)
+  for i in range(n):
+    for a in (i, n + i):
+      own[a, [i, n + i]] = True
+  w = np.zeros((2 * n, 2 * n))
+  for row in range(2 * n):
+    s = np.flatnonzero(own[row])
+    w[row, s] = -np.linalg.inv(sigma[np.ix_(s, s)])[:, list(s).index(row)]
+  w = jnp.asarray(w)
+  self_w = jnp.asarray(np.stack([[np.diag(w[p * n:(p + 1) * n, q * n:(q + 1) * n])
+                                  for q in range(2)] for p in range(2)]))   # [2, 2, n]
+
+  def score(state, query=None, self_shift=None):                 # state [2, n, 1]
+    out = (w @ state.reshape(-1)).reshape(2, n, 1)
+    if self_shift is not None:
+      out = out + jnp.einsum("pqm,qmd->pmd", self_w, self_shift)
+    return out
+
+  z = np.random.default_rng(0).multivariate_normal(np.zeros(2 * n), sigma, size=200_000)
+  terms = np.asarray(prod.hypoelliptic_entropy_production_bound(
+      score, jnp.asarray(z.reshape(-1, 2, n, 1)), gamma, local=True)).sum(axis=1)
+  expect = float(prod.ou_restricted_score_bound(m, np.diag(d), own))
+  assert abs(terms.mean() - expect) < 4 * terms.std() / np.sqrt(len(terms))
+  assert expect < 0.9 * float(prod.ou_entropy_production(m, d))   # a real gap
+
+
+@pytest.mark.parametrize("gamma", [0.1, 1e-3])
+def test_active_spring_ring_rate_and_its_local_score(x64, gamma):
+  """The rate is n (2k + A) whatever gamma; a score of g_i that sees the particles
+  within 2 sites certifies all of it (the stationary precision is banded), within 1
+  site less, and its own particle alone almost nothing."""
+  n, k, a = 16, 0.5, 0.01
+  m, d = prod.active_spring_ring(n, k, a, gamma, 0.025)
+  rate = float(prod.ou_entropy_production(m, d))
+  assert rate == pytest.approx(n * (2 * k + a), rel=1e-6)
+  idx = np.arange(n)
+  dist = np.abs(idx[:, None] - idx[None, :])
+  dist = np.minimum(dist, n - dist)
+
+  def bound(r):
+    support = np.ones((2 * n, 2 * n), bool)
+    support[n:, :n] = support[n:, n:] = dist <= r
+    return float(prod.ou_restricted_score_bound(m, np.diagonal(d), support))
+
+  assert bound(2) == pytest.approx(rate, rel=1e-6)
+  assert bound(0) < 0.01 * rate < bound(1) < 0.6 * rate
+  # Without springs the particles are independent trapped particles: their own
+  # coordinates suffice, and the rate is A per particle (trapped_aoup).
+  m0, d0 = prod.active_spring_ring(n, 0.0, 0.3, gamma, 0.025)
+  own = np.ones((2 * n, 2 * n), bool)
+  own[n:, :n] = own[n:, n:] = dist == 0
+  assert float(prod.ou_restricted_score_bound(m0, np.diagonal(d0), own)) == pytest.approx(
+      n * 0.3, rel=1e-6)
+
+
+def test_restricted_bound_and_ring_bad_input():
+  m, d = prod.active_spring_ring(4, 0.5, 0.1, 0.1, 0.3)
+  full = np.ones((8, 8), bool)
+  with pytest.raises(ValueError, match="diagonal"):
+    prod.ou_restricted_score_bound(m, np.eye(8) + 0.1 * np.ones((8, 8)), full)
+  with pytest.raises(ValueError, match="support must be"):
+    prod.ou_restricted_score_bound(m, np.diagonal(d), full[:4])
+  with pytest.raises(TypeError, match="booleans"):
+    prod.ou_restricted_score_bound(m, np.diagonal(d), full.astype(float))
+  with pytest.raises(ValueError, match="M is not stable"):
+    prod.ou_restricted_score_bound(-np.asarray(m), np.diagonal(d), full)
+  with pytest.raises(ValueError, match="at least 3"):
+    prod.active_spring_ring(2, 0.5, 0.1, 0.1, 0.3)
+  with pytest.raises(ValueError, match="trap"):
+    prod.active_spring_ring(4, 0.5, 0.0, 0.1, 0.3)
