@@ -1,8 +1,9 @@
 """Entropy production: stochastic systems, score learning and entropy production rates.
 
 * :mod:`entropylab.production.ou`: linear (Ornstein-Uhlenbeck) systems, their stationary
-  covariance and exact entropy production rate, the bead-spring chain and the trapped
-  active Ornstein-Uhlenbeck particle;
+  covariance and exact entropy production rate, the bead-spring chain, the trapped
+  active Ornstein-Uhlenbeck particle, a ring of active particles joined by springs, and
+  the rate a score of restricted locality can certify;
 * :mod:`entropylab.production.sde`: Euler-Maruyama trajectories;
 * :mod:`entropylab.production.active`: interacting active Ornstein-Uhlenbeck particles
   in a periodic box (soft repulsion, cell lists), the motility-induced phase

@@ -21,7 +21,9 @@ positions carry no noise) only those coordinates produce entropy. For invertible
 this is :math:`\mathrm{Tr}(M^\top D^{-1} M \Sigma) + \mathrm{Tr}\,M`.
 
 These closed forms are the references that the learned-score and trajectory estimators
-of :mod:`entropylab.production` are validated against.
+of :mod:`entropylab.production` are validated against. :func:`ou_restricted_score_bound`
+gives the most that a score seeing only part of the state can certify, and
+:func:`active_spring_ring` is a linear stand-in for a cluster of active particles.
 """
 
 from __future__ import annotations
