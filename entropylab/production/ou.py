@@ -243,8 +243,14 @@ def ou_restricted_score_bound(M, D, support, per_coordinate: bool = False,
     block = sigma * k[:, None] * k[None, :] + jnp.diag(1.0 - k)
     return jnp.where(keep[i], jnp.linalg.solve(block, eye[i])[i], 0.0)
 
-  explained = jax.vmap(best)(jnp.arange(n), mask)
-  deficit = jnp.diagonal(d) * (jnp.diagonal(precision) - explained)
+  diag = jnp.diagonal(d)
+  if _checks.is_concrete(diag):
+    # Rows without noise carry no weight: solve only for the others.
+    rows = jnp.asarray(np.flatnonzero(np.asarray(diag) > 0))
+    explained = jnp.zeros(n, dtype).at[rows].set(jax.vmap(best)(rows, mask[rows]))
+  else:
+    explained = jax.vmap(best)(jnp.arange(n), mask)
+  deficit = diag * (jnp.diagonal(precision) - explained)
   out = deficit if per_coordinate else ou_entropy_production(m, d) - jnp.sum(deficit)
   return _checks.to_base(out, base)
 

@@ -152,6 +152,9 @@ def test_restricted_score_bound_against_index_sets(x64, seed):
   rate = float(prod.ou_entropy_production(m, d))
   bound = float(prod.ou_restricted_score_bound(m, d, support))
   assert bound == pytest.approx(rate - deficits.sum(), rel=1e-10)
+  # Jitted (every row solved, none skipped for lack of noise): the same value.
+  assert float(jax.jit(prod.ou_restricted_score_bound)(m, np.diag(d), support)) == (
+      pytest.approx(bound, rel=1e-10))
   full = float(prod.ou_restricted_score_bound(m, d, np.ones((5, 5), bool)))
   assert full == pytest.approx(rate, rel=1e-9)
   # A larger support never certifies less.
@@ -210,6 +213,10 @@ def test_active_spring_ring_rate_and_its_local_score(x64, gamma):
     return float(prod.ou_restricted_score_bound(m, np.diagonal(d), support))
 
   assert bound(2) == pytest.approx(rate, rel=1e-6)
+  one = np.ones((2 * n, 2 * n), bool)
+  one[n:, :n] = one[n:, n:] = dist <= 1
+  jitted = jax.jit(prod.ou_restricted_score_bound)(m, np.diagonal(d), one)
+  assert float(jitted) == pytest.approx(bound(1), rel=1e-9)     # noiseless rows solved too
   assert bound(0) < 0.01 * rate < bound(1) < 0.6 * rate
   # Without springs the particles are independent trapped particles: their own
   # coordinates suffice, and the rate is A per particle (trapped_aoup).
