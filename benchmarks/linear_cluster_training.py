@@ -1,0 +1,151 @@
+"""Can the MIPS score network learn a cluster whose score is known and local?
+
+``python -m benchmarks.linear_cluster_training [--gammas 0.1 0.0001] [--samples 512]
+[--steps 1500] [--out DIR]``
+
+``benchmarks/score_locality.py`` builds a linear stand-in for a MIPS cluster: the
+contacts of a simulated configuration as an elastic network of radial springs (plus a
+weak trap) driving the positions, with the model's self-propulsions (noise in ``g``
+only). Its rate is known in closed form, and a score of ``g_i`` that sees the 17
+nearest particles can certify all of it (``ou_restricted_score_bound``). Here the
+``active_matter`` network and loss (``LocalTransformer`` with 16 neighbours, the
+g-shift, implicit score matching on ``g`` with the exact per-particle divergence plus
+denoising score matching on ``x``: ``experiments.active_matter.train_score``) are
+trained on exact stationary samples of that system (positions = the configuration plus
+the Gaussian displacement), and the lower bound
+``prod.hypoelliptic_entropy_production_bound`` on held-out samples is compared with the
+rate. If the network reaches it here but not in MIPS, the gap in MIPS comes from what
+the linear system lacks (contacts that open and close, a density that is not
+Gaussian, correlated simulation samples); if not, from the network or its training.
+Writes ``results/linear_cluster_training_<platform>.md``. Not part of
+``python -m benchmarks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.bench_info import _host_cpu, command_line, write_result
+from benchmarks.score_locality import linearised_mips, nearest_support
+from entropylab import production as prod
+from entropylab.runner.rundir import RunDir
+from experiments import active_matter as am
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.linear_cluster_training",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--gammas", type=float, nargs="+", default=[0.1, 0.0001])
+  parser.add_argument("--mips-n", type=int, default=128)
+  parser.add_argument("--mips-steps", type=int, default=5000)
+  parser.add_argument("--trap", type=float, default=0.01)
+  parser.add_argument("--samples", type=int, default=512, help="training states")
+  parser.add_argument("--held-out", type=int, default=128)
+  parser.add_argument("--steps", type=int, default=1500, help="training steps")
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+  args = parser.parse_args(argv)
+  if min(args.samples, args.held_out, args.steps, args.batch) < 1:
+    parser.error("--samples, --held-out, --steps and --batch must be positive")
+  return args
+
+
+def exact_states(key, m: np.ndarray, d: np.ndarray, x0: np.ndarray, num: int) -> np.ndarray:
+  """``[num, 2, N, 2]`` float32 stationary states: positions ``x0`` plus the Gaussian
+  displacement, self-propulsions; drawn in float64 from the Lyapunov covariance."""
+  n = x0.shape[0]
+  with jax.enable_x64(True):
+    cov = np.asarray(prod.lyapunov_covariance(jnp.asarray(m), jnp.asarray(d)))
+  lam, vec = np.linalg.eigh(0.5 * (cov + cov.T))
+  root = vec * np.sqrt(np.clip(lam, 0.0, None))                 # cov = root root^T
+  z = np.asarray(jax.random.normal(key, (num, len(cov))), np.float64) @ root.T
+  states = z.reshape(num, 2, n, 2)
+  states[:, 0] += x0
+  return states.astype(np.float32)
+
+
+def measure(args) -> list[dict]:
+  rows = []
+  for i, gamma in enumerate(args.gammas):
+    m, d, x0, params = linearised_mips(args, gamma)
+    params = params._replace(gamma=gamma)
+    with jax.enable_x64(True):
+      rate = float(prod.ou_entropy_production(m, d))
+      local = float(prod.ou_restricted_score_bound(m, d, nearest_support(x0, params.half_width,
+                                                                          17)))
+    key = jax.random.fold_in(jax.random.key(1), i)
+    states = exact_states(key, m, d, x0, args.samples + args.held_out)
+    train, test = states[:args.samples], states[args.samples:]
+    cfg = dataclasses.replace(am.Config(), n_particles=args.mips_n, gamma=gamma,
+                              train_steps=args.steps, batch_size=args.batch,
+                              query_size=args.mips_n, progress=False)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+      net, net_params = am.train_score(cfg, params, train, RunDir(Path(tmp) / "run"),
+                                       resume=False)
+    seconds = time.perf_counter() - start
+    score = am.local_score(net, net_params, params.half_width, cfg.shift_g)
+    bound = float(prod.hypoelliptic_entropy_production_bound(score, jnp.asarray(test), gamma))
+    rows.append({"gamma": gamma, "rate": rate, "local": local, "bound": bound,
+                 "seconds": seconds})
+    print(f"gamma {gamma:g}: rate {rate:.4f}, best 17-particle score {local:.4f}, trained "
+          f"network's bound {bound:.4f} ({bound / rate:.2%}) "
+          f"({seconds:.0f} s)", flush=True)
+  return rows
+
+
+def to_markdown(args, rows) -> str:
+  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  device = jax.devices()[0]
+  cfg = am.Config()
+  lines = [
+      f"# The MIPS score network on a linear cluster ({device.platform})", "",
+      f"- device: `{device.device_kind}`; host: {_host_cpu()}; jax {jax.__version__}, "
+      f"Python {platform.python_version()}; date: {now}",
+      f"- command: `{command_line()}`",
+      f"- system: `score_locality.linearised_mips`, N = {args.mips_n} (contacts after "
+      f"{args.mips_steps:,} steps from the clump, radial springs, trap {args.trap}), "
+      "v0 = 0.025, noise in g only",
+      f"- data: {args.samples} exact stationary states to train, {args.held_out} held out",
+      f"- network and loss: `active_matter.train_score` (LocalTransformer, "
+      f"{cfg.num_neighbors} neighbours, width {cfg.width}, depth {cfg.depth}, g-shift, "
+      f"implicit score matching on g + denoising on x), {args.steps:,} Adam steps "
+      f"(cosine from {cfg.learning_rate:g}), batch {args.batch} states, all particles "
+      "queried",
+      "- columns (nats per unit time, whole system): the rate (`ou_entropy_production`); "
+      "the best score seeing the 17 nearest particles (`ou_restricted_score_bound`); the "
+      "trained network's lower bound (`hypoelliptic_entropy_production_bound`) on the "
+      "held-out states (0 for a network that outputs zeros: score (0, -g))",
+      "",
+      "| gamma | rate | best 17-particle score | trained network | trained / rate | "
+      "training seconds |",
+      "|---:|---:|---:|---:|---:|---:|",
+  ]
+  for r in rows:
+    lines.append(f"| {r['gamma']:g} | {r['rate']:.4f} | {r['local']:.4f} | {r['bound']:.4f} | "
+                 f"{r['bound'] / r['rate']:.2%} | {r['seconds']:.0f} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  write_result(to_markdown(args, measure(args)), args.out,
+               f"linear_cluster_training_{jax.devices()[0].platform}.md")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
