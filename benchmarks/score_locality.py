@@ -122,10 +122,11 @@ def linearised_mips(args, gamma: float):
   params = active.AOUPParams(v0=0.025, gamma=1e-4, epsilon=0.0,
                              half_width=active.box_half_width(args.mips_n, 0.5))
   key = jax.random.key(0)
-  state = active.random_configuration(key, args.mips_n, params, spread=0.5)
-  x = active.simulate_aoup(key, state, params, 0.1, args.mips_steps,
-                           save_every=args.mips_steps, max_neighbors=64,
-                           max_per_cell=24).states[-1, 0]
+  with jax.enable_x64(False):          # float32, as the experiments simulate
+    state = active.random_configuration(key, args.mips_n, params, spread=0.5)
+    x = active.simulate_aoup(key, state, params, 0.1, args.mips_steps,
+                             save_every=args.mips_steps, max_neighbors=64,
+                             max_per_cell=24).states[-1, 0]
   x = np.asarray(x, np.float64)
   n2 = 2 * args.mips_n
   jac = contact_network(x, params) - args.trap * np.eye(n2)
