@@ -72,13 +72,12 @@ def parse_args(argv):
 
 
 def exact_samples(key, m: np.ndarray, d: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-  """``n`` stationary samples ``[n, 2 dim]`` (float32, drawn in float64) and the
-  stationary covariance."""
+  """``n`` stationary samples ``[n, 2 dim]`` (float32, drawn in float64 by
+  ``prod.sample_ou_pairs``) and the stationary covariance."""
   with jax.enable_x64(True):
     cov = np.asarray(prod.lyapunov_covariance(jnp.asarray(m), jnp.asarray(d)))
-  chol = np.linalg.cholesky(cov)
-  z = np.asarray(jax.random.normal(key, (n, m.shape[0])), np.float64)
-  return (z @ chol.T).astype(np.float32), cov
+    z = np.asarray(prod.sample_ou_pairs(key, jnp.asarray(m), jnp.asarray(d), 1.0, n)[0])
+  return z.astype(np.float32), cov
 
 
 def fit_score(x: np.ndarray, args, seed: int):
@@ -126,7 +125,6 @@ def measure(args) -> list[dict]:
     with jax.enable_x64(True):
       m, d = prod.trapped_aoup(TRAP, gamma, 0.0, V0, dim=DIM)
     m, d = np.asarray(m, np.float64), np.asarray(d, np.float64)
-    inv = None
     per_seed = []
     start = time.perf_counter()
     for seed in range(args.seeds):

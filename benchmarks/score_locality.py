@@ -40,6 +40,7 @@ import numpy as np
 
 from benchmarks.bench_info import _host_cpu, command_line, write_result
 from entropylab import production as prod
+from entropylab.models import nearest_neighbors
 from entropylab.production import active
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -101,8 +102,9 @@ def contact_network(x: np.ndarray, params) -> np.ndarray:
   full Jacobian adds a tangential part, ``k softplus_beta(2a - r) / r`` across the axis,
   which is positive (compressed contacts buckle) and leaves the linearisation unstable."""
   n = x.shape[0]
-  diff = x[:, None, :] - x[None, :, :]
-  diff -= 2 * params.half_width * np.round(diff / (2 * params.half_width))
+  with jax.enable_x64(True):
+    diff = np.asarray(active.minimum_image(jnp.asarray(x[:, None, :] - x[None, :, :]),
+                                           params.half_width))
   r = np.sqrt(np.sum(diff * diff, axis=-1))
   np.fill_diagonal(r, np.inf)
   stiff = params.k / (1 + np.exp(-params.beta * (2 * params.radius - r)))
@@ -139,11 +141,10 @@ def nearest_support(x: np.ndarray, half_width: float, k: int) -> np.ndarray:
   """``[4N, 4N]``: the score of ``g_i`` sees ``x_j, g_j`` of the ``k`` particles nearest
   to ``i`` (itself included, minimum image); rows of ``x`` see everything."""
   n = x.shape[0]
-  diff = x[:, None, :] - x[None, :, :]
-  diff -= 2 * half_width * np.round(diff / (2 * half_width))
-  order = np.argsort(np.sum(diff * diff, axis=-1), axis=1, kind="stable")[:, :k]
-  near = np.zeros((n, n), bool)
-  near[np.arange(n)[:, None], order] = True
+  near = np.eye(n, dtype=bool)
+  if k > 1:                             # the network's own neighbour search
+    idx, _ = nearest_neighbors(jnp.asarray(x, jnp.float32), half_width, k - 1)
+    near[np.arange(n)[:, None], np.asarray(idx)] = True
   coords = np.kron(near, np.ones((2, 2), bool))                 # particle -> coordinates
   support = np.ones((4 * n, 4 * n), bool)
   support[2 * n:, :2 * n] = coords

@@ -112,8 +112,9 @@ class Config:
   learning_rate: float = 1e-3
   # "ism_g": implicit score matching on the self-propulsions (exact per-particle
   # divergence, the EPR's only input) plus denoising score matching on the positions
-  # (noise dsm_sigma_x), each on query_size random particles per state; "dsm":
-  # denoising score matching of the whole state (noise dsm_sigma_x, dsm_sigma_g).
+  # (noise dsm_sigma_x), each on query_size random particles per state; "ism_g_only":
+  # the first term alone (the rate needs only s_g); "dsm": denoising score matching of
+  # the whole state (noise dsm_sigma_x, dsm_sigma_g).
   score_loss: str = "ism_g"
   query_size: int = 512
   dsm_sigma_x: float = 0.05
@@ -150,8 +151,9 @@ class Config:
     if self.dsm_baseline_steps < 0 or self.dsm_baseline_batch_size < 1:
       raise ValueError(f"need dsm_baseline_steps >= 0 and dsm_baseline_batch_size >= 1, got "
                        f"{self.dsm_baseline_steps}, {self.dsm_baseline_batch_size}")
-    if self.score_loss not in ("ism_g", "dsm"):
-      raise ValueError(f"score_loss must be 'ism_g' or 'dsm', got {self.score_loss!r}")
+    if self.score_loss not in ("ism_g", "ism_g_only", "dsm"):
+      raise ValueError("score_loss must be 'ism_g', 'ism_g_only' or 'dsm', got "
+                       f"{self.score_loss!r}")
     if self.query_size > self.n_particles:
       raise ValueError(f"query_size ({self.query_size}) must be <= n_particles "
                        f"({self.n_particles})")
@@ -307,6 +309,8 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
       return prod.denoising_score_matching_loss(score_function(net, p, half, cfg.shift_g),
                                                 xb, k, sigma)
     score = local_score(net, p, half, cfg.shift_g)
+    if cfg.score_loss == "ism_g_only":
+      return prod.local_implicit_score_matching_loss(score, xb, (1,), cfg.query_size, k)
     k1, k2 = jax.random.split(k)
     return (prod.local_implicit_score_matching_loss(score, xb, (1,), cfg.query_size, k1)
             + prod.local_denoising_score_matching_loss(score, xb, k2, cfg.dsm_sigma_x,
