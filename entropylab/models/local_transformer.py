@@ -80,7 +80,8 @@ class LocalTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, state: Array, half_width, query: Optional[Array] = None,
-               self_shift: Optional[Array] = None) -> Array:
+               self_shift: Optional[Array] = None, features: Optional[Array] = None,
+               self_features: Optional[Array] = None) -> Array:
     """Args:
       state: ``[2, N, d]`` positions (in the box) and self-propulsions.
       half_width: the box half width ``L``.
@@ -93,6 +94,15 @@ class LocalTransformer(nn.Module):
         along it is the per-particle diagonal block ``d out_i / d state_i`` of the
         Jacobian, whose trace is the exact divergence (see
         ``entropylab.production.self_divergence``).
+      features: ``[N, f]`` extra inputs of each particle (for example its drift),
+        appended to its token wherever it is a neighbour. A particle's own token does
+        not take them from here but from ``self_features``.
+      self_features: ``[M, f']`` extra inputs of each queried particle's own token.
+        Inputs computed from the state are part of the function being differentiated:
+        pass here their values at the self-shifted state, so that the derivative along
+        ``self_shift`` includes them. ``features`` enter unshifted, so they must not
+        depend on the queried particle's own shifted coordinates (a neighbour's
+        function of its own ``g`` is fine).
 
     Returns:
       ``[2, M, d]``.
@@ -107,9 +117,19 @@ class LocalTransformer(nn.Module):
       rel = rel - self_shift[0][:, None, :]
       g_self = g_self + self_shift[1]
     dist = jnp.sqrt(jnp.sum(rel * rel, axis=-1, keepdims=True) + 1e-12)
-    features = jnp.concatenate([rel, dist, g[idx]], axis=-1)           # [M, K, 2d + 1]
-    neighbor_tokens = nn.Dense(self.width, name="embed_neighbor")(features)
-    self_token = nn.Dense(self.width, name="embed_self")(g_self)[:, None, :]   # [M, 1, W]
+    tokens, own = [rel, dist, g[idx]], [g_self]                      # [M, K, 2d + 1]
+    if features is not None:
+      if features.ndim != 2 or features.shape[0] != n:
+        raise ValueError(f"features must be [N, f] with N = {n}, got shape {features.shape}")
+      tokens.append(features[idx])
+    if self_features is not None:
+      if self_features.ndim != 2 or self_features.shape[0] != g_self.shape[0]:
+        raise ValueError(f"self_features must be [M, f] with M = {g_self.shape[0]} queried "
+                         f"particles, got shape {self_features.shape}")
+      own.append(self_features)
+    neighbor_tokens = nn.Dense(self.width, name="embed_neighbor")(jnp.concatenate(tokens, -1))
+    self_token = nn.Dense(self.width, name="embed_self")(
+        jnp.concatenate(own, -1))[:, None, :]                           # [M, 1, W]
     h = jnp.concatenate([self_token, neighbor_tokens], axis=1)
     for _ in range(self.depth):
       h = _Block(self.width, self.heads)(h)

@@ -224,18 +224,55 @@ def aoup_drift(state: Array, params: AOUPParams, neighbors: Optional[Neighbors] 
   return jnp.stack([params.v0 * g + params.k * forces - params.trap * x, -params.gamma * g])
 
 
-def _pair_divergence(diff: Array, params: AOUPParams) -> Array:
-  r""":math:`\nabla\cdot F` at minimum-image differences ``[..., d]`` -> ``[...]``, by
+def _pair_jacobian(diff: Array, params: AOUPParams) -> Array:
+  r""":math:`\nabla F` at minimum-image differences ``[..., d]`` -> ``[..., d, d]``, by
   forward-mode differentiation of :func:`_pair_force` (0 at ``r = 0``)."""
   dim = diff.shape[-1]
   jac = jax.vmap(jax.jacfwd(lambda u: _pair_force(u, params)))(diff.reshape(-1, dim))
-  return jnp.trace(jac, axis1=-2, axis2=-1).reshape(diff.shape[:-1])
+  return jac.reshape(diff.shape + (dim,))
+
+
+def _check_positions(x: Array, params: AOUPParams) -> None:
+  if x.ndim != 2:
+    raise ValueError(f"x must be [N, d] positions, got shape {x.shape}")
+  if not isinstance(params, AOUPParams) or all(_checks.is_concrete(v) for v in params):
+    check_params(params)    # traced params (jit over a system) are left to the caller
+
+
+def aoup_drift_blocks(x: Array, params: AOUPParams,
+                      neighbors: Optional[Neighbors] = None) -> Array:
+  r"""The diagonal blocks of the position drift's Jacobian, :math:`\partial b_{x_i} /
+  \partial x_i = k\sum_{j\ne i}\nabla F(x_i - x_j) - A I`, ``[N, d, d]`` (inverse time).
+
+  Exact (forward-mode derivatives of the force law of :func:`aoup_drift`). Without
+  ``neighbors`` all pairs are summed (``O(N^2)``), else the neighbour list (``O(N K)``).
+
+  Args:
+    x: ``[N, d]`` positions.
+    params: the system.
+    neighbors: a :func:`neighbor_list` of ``x`` with cutoff at least
+      :func:`interaction_cutoff`, or ``None``.
+
+  Returns:
+    ``[N, d, d]`` blocks.
+  """
+  _check_positions(x, params)
+  n, dim = x.shape
+  if neighbors is None:
+    diff = minimum_image(x[:, None, :] - x[None, :, :], params.half_width)
+    pair = _pair_jacobian(diff, params)
+  else:
+    xp = jnp.concatenate([x, jnp.zeros((1, dim), x.dtype)])
+    diff = minimum_image(x[:, None, :] - xp[neighbors.index], params.half_width)
+    pair = jnp.where((neighbors.index < n)[..., None, None], _pair_jacobian(diff, params), 0.0)
+  return params.k * jnp.sum(pair, axis=1) - params.trap * jnp.eye(dim, dtype=pair.dtype)
 
 
 def aoup_drift_divergence(x: Array, params: AOUPParams,
                           neighbors: Optional[Neighbors] = None) -> Array:
   r"""Per-particle divergence of the position drift, :math:`\nabla_{x_i}\cdot b_{x_i} =
-  k\sum_{j\ne i}(\nabla\cdot F)(x_i - x_j) - A d`, ``[N]`` (inverse time).
+  k\sum_{j\ne i}(\nabla\cdot F)(x_i - x_j) - A d`, ``[N]`` (inverse time): the traces of
+  :func:`aoup_drift_blocks`.
 
   Exact: the pair term differentiates the same force law as :func:`aoup_drift`; in
   ``d`` dimensions it is :math:`-\sigma(\beta(2a - r)) + (d - 1)\,
@@ -252,19 +289,69 @@ def aoup_drift_divergence(x: Array, params: AOUPParams,
   Returns:
     ``[N]`` divergences.
   """
-  if x.ndim != 2:
-    raise ValueError(f"x must be [N, d] positions, got shape {x.shape}")
-  if not isinstance(params, AOUPParams) or all(_checks.is_concrete(v) for v in params):
-    check_params(params)    # traced params (jit over a system) are left to the caller
-  n, dim = x.shape
-  if neighbors is None:
-    diff = minimum_image(x[:, None, :] - x[None, :, :], params.half_width)
-    pair = _pair_divergence(diff, params)
-  else:
-    xp = jnp.concatenate([x, jnp.zeros((1, dim), x.dtype)])
-    diff = minimum_image(x[:, None, :] - xp[neighbors.index], params.half_width)
-    pair = jnp.where(neighbors.index < n, _pair_divergence(diff, params), 0.0)
-  return params.k * jnp.sum(pair, axis=1) - params.trap * dim
+  return jnp.trace(aoup_drift_blocks(x, params, neighbors), axis1=-2, axis2=-1)
+
+
+class VelocityFeatures(NamedTuple):
+  """Per-particle inputs for a self-propulsion score at ``epsilon = 0``
+  (:func:`velocity_features`)."""
+  velocity: Array       # [N, d]  u = b_x / (v0 sqrt(gamma))
+  acceleration: Array   # [N, d]  a = (d b_x / d x) u
+  blocks: Array         # [N, d, d] d b_x_i / d x_i (aoup_drift_blocks)
+
+
+def velocity_features(state: Array, params: AOUPParams,
+                      neighbors: Optional[Neighbors] = None) -> VelocityFeatures:
+  r"""Each particle's scaled velocity and its rate of change along the position flow:
+  the inputs in which the self-propulsion score of active particles without
+  translational noise is simple.
+
+  With :math:`\epsilon = 0` (Boffi & Vanden-Eijnden, PNAS 2024, their motility-induced
+  phase separation runs), let :math:`u = b_x / (v_0\sqrt\gamma)` (``[N, d]``, inverse
+  square-root time: the position drift of :func:`aoup_drift` over the self-propulsion
+  speed) and :math:`a = (\nabla_x b_x)\,u`, a forward derivative of the drift along
+  ``u`` at fixed ``g``. For harmonic forces (a constant symmetric Jacobian
+  :math:`J = \nabla_x b_x`, e.g. trapped particles, ``k = 0``) the stationary density
+  has :math:`\Sigma_{xg} = -v_0 (J - \gamma)^{-1}` and :math:`\Sigma_{xx} = v_0^2
+  J^{-1}(J - \gamma)^{-1}`, so ``g`` given ``x`` is Gaussian with mean :math:`-Jx/v_0`
+  and covariance :math:`-\gamma (J - \gamma)^{-1}`, and the score is exactly
+
+  .. math:: s^*_g = (J - \gamma)\,b_x / (v_0\gamma) = (a - \gamma u)/\sqrt\gamma,
+
+  a function of the particle's own ``(u, a)`` (tested against the Lyapunov
+  covariance). Its size, :math:`\sim\gamma^{-1/2}`, sits in :math:`u` and ``a``, which
+  stay of order one as :math:`\gamma \to 0`, while in positions and ``g`` it lies in
+  differences of order :math:`\sqrt\gamma`. Soft repulsion is not harmonic (its
+  Jacobian has positive eigenvalues under compression), so for interacting particles
+  these are inputs for a learned score, not a score.
+
+  ``u_i`` depends on ``g_i`` alone, as :math:`g_i/\sqrt\gamma`; ``a`` on ``g`` as
+  :math:`J g/\sqrt\gamma`, so the own block :math:`\partial a_i/\partial g_i` is
+  ``blocks[i]`` :math:`/\sqrt\gamma`: what an exact per-particle divergence in ``g``
+  needs when ``a_i`` is an input of particle ``i``'s own output only and ``u_j`` an
+  input of its neighbours' (``LocalTransformer``'s ``self_features`` and ``features``).
+
+  Args:
+    state: ``[2, N, d]`` positions and self-propulsions.
+    params: the system; needs ``v0 != 0``.
+    neighbors: a :func:`neighbor_list` of the positions with cutoff at least
+      :func:`interaction_cutoff`, or ``None`` (all pairs, ``O(N^2)``).
+
+  Returns:
+    :class:`VelocityFeatures` ``(velocity [N, d], acceleration [N, d], blocks [N, d,
+    d])``.
+  """
+  if state.ndim != 3 or state.shape[0] != 2:
+    raise ValueError(f"state must be [2, N, d] (positions, self-propulsions), got shape "
+                     f"{state.shape}")
+  _check_positions(state[0], params)
+  if _checks.is_concrete(jnp.asarray(params.v0)) and float(params.v0) == 0:
+    raise ValueError("params.v0 must be non-zero: the velocity is scaled by it")
+  scale = 1.0 / (params.v0 * jnp.sqrt(params.gamma))
+  drift_x = lambda x: aoup_drift(jnp.stack([x, state[1]]), params, neighbors)[0]
+  b, acceleration = jax.jvp(drift_x, (state[0],), (drift_x(state[0]) * scale,))
+  return VelocityFeatures(b * scale, acceleration,
+                          aoup_drift_blocks(state[0], params, neighbors))
 
 
 def aoup_score_free_entropy_production(x, params: AOUPParams, local: bool = False,
@@ -749,8 +836,10 @@ __all__ = [
     "AOUPParams",
     "Neighbors",
     "SimulationResult",
+    "VelocityFeatures",
     "aoup_diffusion",
     "aoup_drift",
+    "aoup_drift_blocks",
     "aoup_drift_divergence",
     "aoup_score_free_entropy_production",
     "box_half_width",
@@ -766,5 +855,6 @@ __all__ = [
     "shifted_score",
     "simulate_aoup",
     "slab_configuration",
+    "velocity_features",
     "wrap_positions",
 ]

@@ -249,6 +249,64 @@ def test_drift_divergence_against_a_loop_and_the_jacobian(x64, d):
   np.testing.assert_allclose(div2, -0.5 + math.log(2) / 15.0, rtol=1e-12)
 
 
+def test_velocity_features_against_the_full_jacobian(x64):
+  """Interacting particles: the blocks are the diagonal blocks of jacfwd(aoup_drift), the
+  acceleration is that Jacobian times u, the same with a neighbour list (up to the
+  dropped tail), and the derivatives in g are those the docstring gives (u_i moves with
+  g_i alone; the own block of d a / d g is blocks[i] / sqrt(gamma))."""
+  n, d = 16, 2
+  p = params(n, 0.6, v0=0.3, gamma=0.05, k=1.3, trap=0.2)
+  keys = jax.random.split(jax.random.key(4))
+  x = jax.random.uniform(keys[0], (n, d), minval=-p.half_width, maxval=p.half_width)
+  state = jnp.stack([x, jax.random.normal(keys[1], (n, d))])
+  feats = active.velocity_features(state, p)
+  jac = jax.jacfwd(lambda y: active.aoup_drift(jnp.stack([y, state[1]]), p)[0])(x)
+  jac = np.asarray(jac).reshape(n * d, n * d)                  # [(i a), (j b)]
+  u = np.asarray(active.aoup_drift(state, p)[0]) / (p.v0 * math.sqrt(p.gamma))
+  np.testing.assert_allclose(feats.velocity, u, rtol=1e-12)
+  np.testing.assert_allclose(feats.acceleration, (jac @ u.reshape(-1)).reshape(n, d),
+                             rtol=1e-10, atol=1e-12)
+  diag = np.stack([jac[d * i:d * i + d, d * i:d * i + d] for i in range(n)])
+  np.testing.assert_allclose(feats.blocks, diag, rtol=1e-10, atol=1e-12)
+  np.testing.assert_allclose(np.trace(diag, axis1=1, axis2=2),
+                             active.aoup_drift_divergence(x, p), rtol=1e-10, atol=1e-12)
+  # d u_i / d g_j = delta_ij I / sqrt(gamma); d a / d g = J / sqrt(gamma).
+  dg = jax.jacfwd(lambda g: jnp.stack(active.velocity_features(jnp.stack([x, g]), p)[:2]))(
+      state[1])                                                # [2, n, d, n, d]
+  eye = np.eye(n)[:, None, :, None]
+  np.testing.assert_allclose(dg[0], eye * np.eye(d)[None, :, None, :] / math.sqrt(p.gamma),
+                             atol=1e-10)
+  np.testing.assert_allclose(np.asarray(dg[1]).reshape(n * d, n * d),
+                             jac / math.sqrt(p.gamma), rtol=1e-10, atol=1e-10)
+  nb = active.neighbor_list(x, p, active.interaction_cutoff(p), n, n)
+  listed = active.velocity_features(state, p, nb)
+  # The dropped tail (below e^-12 / beta per pair) is scaled by 1 / (v0 sqrt(gamma)).
+  for a, b in zip(listed, feats):
+    np.testing.assert_allclose(a, b, atol=1e-5 * float(np.abs(b).max()))
+  with pytest.raises(ValueError, match="v0"):
+    active.velocity_features(state, p._replace(v0=0.0))
+  with pytest.raises(ValueError, match="state must be"):
+    active.velocity_features(x, p)
+  with pytest.raises(ValueError, match="gamma"):
+    active.velocity_features(state, p._replace(gamma=-1.0))
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_velocity_features_give_the_exact_score_of_trapped_particles(x64, d):
+  """Harmonic forces (k = 0): (a - gamma u) / sqrt(gamma) is the g-part of the exact
+  score -Sigma^-1 z of ``trapped_aoup`` at every state, for gamma down to 1e-4."""
+  trap, v0, n = 0.7, 0.025, 5
+  for gamma in (0.1, 1e-4):
+    m, dm = prod.trapped_aoup(trap, gamma, 0.0, v0, dim=1)
+    precision = np.linalg.inv(np.asarray(prod.lyapunov_covariance(m, dm)))
+    z = np.random.default_rng(1).normal(size=(2, n, d))       # any state
+    exact = -(precision[1, 0] * z[0] + precision[1, 1] * z[1])
+    p = active.AOUPParams(v0=v0, gamma=gamma, epsilon=0.0, k=0.0, trap=trap, half_width=1e6)
+    f = active.velocity_features(jnp.asarray(z), p)
+    np.testing.assert_allclose((f.acceleration - gamma * f.velocity) / math.sqrt(gamma),
+                               exact, rtol=1e-9)
+
+
 @pytest.mark.parametrize("epsilon", [0.0, 0.25])
 def test_score_free_rate_equals_the_generic_form_on_interacting_states(x64, epsilon):
   """Per state and particle, the terms equal the per-coordinate terms of
