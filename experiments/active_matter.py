@@ -131,6 +131,13 @@ class Config:
   # g is independent of x (v0 = 0), so the network learns only the activity's
   # correction and v_g = -gamma NN_g (see score_function).
   shift_g: bool = True
+  # Inputs beside the state: "velocity" gives each particle's token the scaled
+  # velocity u = b_x / (v0 sqrt(gamma)) of itself and its neighbours, and its own token
+  # also a = (d b_x / d x) u (active.velocity_features, from a neighbour list with the
+  # capacities above), and scales the g output by 1 / sqrt(gamma): s_g = NN_g /
+  # sqrt(gamma) (- g with shift_g). For harmonic forces the exact s_g is then a linear
+  # function of the particle's own u and a. "none": the state alone (earlier runs).
+  score_features: str = "velocity"
   transfer_factor: int = 4
   transfer_packing: tuple[float, ...] = (0.3, 0.7)
   seed: int = 0
@@ -151,6 +158,11 @@ class Config:
     if self.dsm_baseline_steps < 0 or self.dsm_baseline_batch_size < 1:
       raise ValueError(f"need dsm_baseline_steps >= 0 and dsm_baseline_batch_size >= 1, got "
                        f"{self.dsm_baseline_steps}, {self.dsm_baseline_batch_size}")
+    if self.score_features not in ("none", "velocity"):
+      raise ValueError(f"score_features must be 'none' or 'velocity', got "
+                       f"{self.score_features!r}")
+    if self.score_features == "velocity" and self.v0 == 0:
+      raise ValueError("score_features 'velocity' scales by v0, which is 0")
     if self.score_loss not in ("ism_g", "ism_g_only", "dsm"):
       raise ValueError("score_loss must be 'ism_g', 'ism_g_only' or 'dsm', got "
                        f"{self.score_loss!r}")
@@ -241,31 +253,63 @@ def _phases(step: int, x, params: active.AOUPParams) -> dict:
           "dense_per_chain": [round(float(v), 4) for v in dense]}
 
 
-def local_score(net, net_params, half_width, shift_g: bool):
+def local_score(net, net_params, params: active.AOUPParams, cfg: Config):
   """``s(state [2, N, 2], query [M] or None, self_shift [2, M, 2] or None) -> [2, M, 2]``:
-  the network's output for the queried particles, plus ``(0, -g)`` with ``shift_g``
-  (the g-part of Boffi & Vanden-Eijnden's shift; its x-part divides by epsilon, which is
-  0 here). Positions are folded into the box first. The form that
-  ``prod.local_implicit_score_matching_loss`` and
-  ``prod.hypoelliptic_entropy_production_bound`` take."""
+  the network's output for the queried particles, in the form ``cfg`` sets: with
+  ``score_features = "velocity"`` the network also sees ``active.velocity_features``
+  (neighbours' ``u`` as ``features``; its own ``u`` and ``a``, moved with the shift of
+  its own ``g``, as ``self_features``) and its g output is divided by ``sqrt(gamma)``;
+  with ``shift_g``, ``(0, -g)`` is added (the g-part of Boffi & Vanden-Eijnden's shift;
+  its x-part divides by epsilon, which is 0 here). Positions are folded into the box
+  first. The form that ``prod.local_implicit_score_matching_loss`` and
+  ``prod.hypoelliptic_entropy_production_bound`` take; their divergences in ``g`` are
+  exact. (With velocity features, the x-part of ``self_shift`` moves the network's
+  offsets but not the features, so a divergence in ``x``, which no loss here uses,
+  would not be.)"""
+  half = params.half_width
+  velocity = cfg.score_features == "velocity"
+  cutoff = active.interaction_cutoff(params)
+  root_gamma = math.sqrt(params.gamma)
+
   def score(z, query=None, self_shift=None):
-    z = z.at[0].set(active.wrap_positions(z[0], half_width))
-    out = net.apply(net_params, z, half_width, query, self_shift)
-    if shift_g:
-      g = z[1] if query is None else z[1][query]
+    z = z.at[0].set(active.wrap_positions(z[0], half))
+    q = jnp.arange(z.shape[1]) if query is None else query
+    features = own = None
+    if velocity:
+      nb = active.neighbor_list(z[0], params, cutoff, cfg.max_neighbors, cfg.max_per_cell)
+      f = active.velocity_features(z, params, nb)
+      u, a = f.velocity[q], f.acceleration[q]
+      if self_shift is not None:
+        dg = self_shift[1] / root_gamma
+        u, a = u + dg, a + jnp.einsum("mab,mb->ma", f.blocks[q], dg)
+      features, own = f.velocity, jnp.concatenate([u, a], axis=-1)
+    out = net.apply(net_params, z, half, query, self_shift, features, own)
+    if velocity:
+      out = out.at[1].divide(root_gamma)
+    if cfg.shift_g:
+      g = z[1][q]
       out = out.at[1].add(-(g if self_shift is None else g + self_shift[1]))
     return out
 
   return score
 
 
-def score_function(net, net_params, half_width, shift_g: bool):
+def init_network(net, params: active.AOUPParams, cfg: Config, state, key):
+  """Parameters of ``net`` for ``state [2, N, 2]`` with the inputs ``cfg`` sets."""
+  n, dim = state.shape[1], state.shape[2]
+  if cfg.score_features == "velocity":
+    return net.init(key, state, params.half_width, None, None, jnp.zeros((n, dim)),
+                    jnp.zeros((n, 2 * dim)))
+  return net.init(key, state, params.half_width)
+
+
+def score_function(net, net_params, params: active.AOUPParams, cfg: Config):
   """``s(state [2, N, 2]) -> [2, N, 2]``: :func:`local_score` for every particle."""
-  score = local_score(net, net_params, half_width, shift_g)
+  score = local_score(net, net_params, params, cfg)
   return lambda z: score(z)
 
 
-def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, shift_g: bool,
+def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
                   log_dir: RunDir):
   """A ``fit`` callback that logs, after each chunk, the per-particle lower bound
   ``hypoelliptic_entropy_production_bound / N`` (nats per unit time) of the current
@@ -273,11 +317,10 @@ def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, shift_g: bool,
   ``{"step", "bound_per_particle"}``. Records from an interrupted run at or after a
   chunk's step are replaced, so a resumed run's log equals an uninterrupted one's."""
   xj = jnp.asarray(x)
-  half = params.half_width
 
   @jax.jit
   def bound(p):
-    score = local_score(net, p, half, shift_g)
+    score = local_score(net, p, params, cfg)
     return prod.hypoelliptic_entropy_production_bound(score, xj, params.gamma) / x.shape[2]
 
   def callback(state, record):
@@ -294,8 +337,7 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
                 resume: bool, subdir: str = "train", monitor_x: Optional[np.ndarray] = None):
   net = LocalTransformer(num_neighbors=cfg.num_neighbors, width=cfg.width, depth=cfg.depth)
   xj = jnp.asarray(train_x)
-  half = params.half_width
-  init = net.init(jax.random.key(cfg.seed), xj[0], half)
+  init = init_network(net, params, cfg, xj[0], jax.random.key(cfg.seed))
   sigma = jnp.array([cfg.dsm_sigma_x, cfg.dsm_sigma_g]).reshape(2, 1, 1)
 
   def batch_fn(k, step):
@@ -306,9 +348,9 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
     xb, k = batch
     # Noisy positions are folded back into the box before the network sees them.
     if cfg.score_loss == "dsm":
-      return prod.denoising_score_matching_loss(score_function(net, p, half, cfg.shift_g),
+      return prod.denoising_score_matching_loss(score_function(net, p, params, cfg),
                                                 xb, k, sigma)
-    score = local_score(net, p, half, cfg.shift_g)
+    score = local_score(net, p, params, cfg)
     if cfg.score_loss == "ism_g_only":
       return prod.local_implicit_score_matching_loss(score, xb, (1,), cfg.query_size, k)
     k1, k2 = jax.random.split(k)
@@ -318,7 +360,7 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
 
   callback = None
   if monitor_x is not None and params.epsilon == 0:
-    callback = bound_monitor(net, params, monitor_x, cfg.shift_g,
+    callback = bound_monitor(net, params, monitor_x, cfg,
                              RunDir(run_dir.path / subdir / "monitor"))
   trained = fit_adam_cosine(loss_fn, init, jax.random.key(cfg.seed + 1),
                             num_steps=cfg.train_steps, learning_rate=cfg.learning_rate,
@@ -328,13 +370,12 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
 
 
 def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
-             shift_g: bool) -> dict:
+             cfg: Config) -> dict:
   """On samples ``x [B, 2, N, 2]``: the total and per-particle plug-in EPR (hypoelliptic
   or elliptic by ``params.epsilon``), the stationarity residual, and with eps = 0 the
   lower bound ``prod.hypoelliptic_entropy_production_bound`` (total and per particle),
   which needs samples independent of the training data to hold."""
-  half = params.half_width
-  score = score_function(net, net_params, half, shift_g)
+  score = score_function(net, net_params, params, cfg)
   drift = lambda z: active.aoup_drift(z, params)
   diffusion = jnp.broadcast_to(active.aoup_diffusion(params), x.shape[1:])
   xj = jnp.asarray(x)
@@ -360,7 +401,7 @@ def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
   out.update(score_free_per_particle=float(free.sum(axis=1).mean() / x.shape[2]))
   if params.epsilon == 0:
     bound = np.asarray(prod.hypoelliptic_entropy_production_bound(
-        local_score(net, net_params, half, shift_g), xj, params.gamma, local=True))
+        local_score(net, net_params, params, cfg), xj, params.gamma, local=True))
     total_bound = float(bound.sum(axis=1).mean())
     if not math.isfinite(total_bound):
       raise FloatingPointError(f"the EPR bound is {total_bound}")
@@ -402,9 +443,9 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   net, net_params = train_score(cfg, params, train_x, run_dir, resume, monitor_x=monitor_x)
   lap("train_s")
   baseline = None
+  base_cfg = dataclasses.replace(cfg, score_loss="dsm", train_steps=cfg.dsm_baseline_steps,
+                                 batch_size=cfg.dsm_baseline_batch_size)
   if cfg.dsm_baseline_steps:
-    base_cfg = dataclasses.replace(cfg, score_loss="dsm", train_steps=cfg.dsm_baseline_steps,
-                                   batch_size=cfg.dsm_baseline_batch_size)
     baseline = train_score(base_cfg, params, train_x, run_dir, resume, subdir="train_dsm",
                            monitor_x=monitor_x)
     lap("train_dsm_baseline_s")
@@ -412,11 +453,11 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
 
   def evaluate_baseline(label, p, x):
     if baseline is not None:
-      r = evaluate(*baseline, p, x, cfg.shift_g)
+      r = evaluate(*baseline, p, x, base_cfg)
       baseline_rows[label] = {k: r[k] for k in ("epr_per_particle", "bound_per_particle",
                                                 "stationarity_relative")}
 
-  main = evaluate(net, net_params, params, test_x, cfg.shift_g)
+  main = evaluate(net, net_params, params, test_x, cfg)
   evaluate_baseline("trained", params, test_x)
   lap("evaluate_s")
   records = list(RunDir(run_dir.path / "train").metrics.records())
@@ -437,7 +478,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   for label, n, phi in targets:
     p = system(cfg, n, phi)
     x, relax = simulate_chains(cfg, p, n, 1, label.replace("=", ""), sim_dir, resume)
-    result = evaluate(net, net_params, p, x[0, -n_held:], cfg.shift_g)
+    result = evaluate(net, net_params, p, x[0, -n_held:], cfg)
     evaluate_baseline(label, p, x[0, -n_held:])
     transfer[label] = {k: v for k, v in result.items()
                        if k not in ("per_particle", "bound_local")}

@@ -44,14 +44,24 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   assert relaxation[-1]["dilute"] == round(float(dilute), 4)
   net, net_params = am.train_score(cfg, params, chain[:-2], run_dir, resume=True)
   x = jnp.asarray(chain[-2:])
-  # With the g-shift (the default) s_g = NN_g - g, so g + s_g is the network's g-part.
-  assert TINY.shift_g
-  nn_g = jax.vmap(lambda z: net.apply(net_params, z, params.half_width))(x)[:, 1]
-  direct = TINY.gamma * float(jnp.mean(jnp.sum(nn_g ** 2, axis=(1, 2))))
+  # With the g-shift and velocity features (the defaults) s_g = NN_g / sqrt(gamma) - g,
+  # NN seeing the state and active.velocity_features: gamma |g + s_g|^2 = |NN_g|^2.
+  assert TINY.shift_g and TINY.score_features == "velocity"
+  cut = active.interaction_cutoff(params)
+
+  def network(z):
+    nb = active.neighbor_list(z[0], params, cut, TINY.max_neighbors, TINY.max_per_cell)
+    f = active.velocity_features(z, params, nb)
+    return net.apply(net_params, z, params.half_width, None, None, f.velocity,
+                     jnp.concatenate([f.velocity, f.acceleration], -1))
+
+  nn_g = jax.vmap(network)(x)[:, 1]
+  direct = float(jnp.mean(jnp.sum(nn_g ** 2, axis=(1, 2))))
   assert summary["epr_total"] == pytest.approx(direct, rel=1e-4)
   # The lower bound 2 gamma [1/2 |g|^2 - d - 1/2 |s_g|^2 - div_g s_g] per particle, with
-  # the divergence from the network's full Jacobian (one derivative per coordinate).
-  score = am.score_function(net, net_params, params.half_width, True)
+  # the divergence from the score's full Jacobian (one derivative per coordinate, through
+  # the features too): the per-particle shift of the training loss and bound is exact.
+  score = am.score_function(net, net_params, params, TINY)
   diag = jax.vmap(lambda z: prod.jacobian_diagonal(score, z))(x)[:, 1]
   s_g = jax.vmap(score)(x)[:, 1]
   terms = 0.5 * jnp.sum(x[:, 1] ** 2, -1) - 2 - 0.5 * jnp.sum(s_g ** 2, -1) - jnp.sum(diag, -1)
@@ -129,15 +139,18 @@ def test_g_shift_is_exact_for_a_zero_network():
   without the shift the same network's score is 0 and the rate is gamma E|g|^2."""
   class Zero:
     @staticmethod
-    def apply(params, z, half_width, query=None, self_shift=None):
+    def apply(params, z, half_width, query=None, self_shift=None, features=None,
+              self_features=None):
       return jnp.zeros_like(z if query is None else z[:, query])
 
   params = am.system(TINY, 40, 0.5)
   z = active.random_configuration(jax.random.key(0), 40, params)
-  shifted = am.score_function(Zero, None, params.half_width, True)(z)
-  np.testing.assert_array_equal(shifted[0], 0.0)
-  np.testing.assert_array_equal(shifted[1], -z[1])
-  plain = am.score_function(Zero, None, params.half_width, False)(z)
+  for features in ("velocity", "none"):
+    cfg = dataclasses.replace(TINY, score_features=features)
+    shifted = am.score_function(Zero, None, params, cfg)(z)
+    np.testing.assert_array_equal(shifted[0], 0.0)
+    np.testing.assert_array_equal(shifted[1], -z[1])
+  plain = am.score_function(Zero, None, params, dataclasses.replace(TINY, shift_g=False))(z)
   np.testing.assert_array_equal(plain, 0.0)
   assert float(jnp.sum((z[1] + shifted[1]) ** 2)) == 0.0
 

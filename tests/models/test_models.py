@@ -102,3 +102,36 @@ def test_local_transformer_query_and_self_shift(transformer):
   others = jnp.arange(48) != 5
   np.testing.assert_allclose(shifted[:, others], full[:, others], rtol=1e-6, atol=1e-7)
   assert float(jnp.abs(moved[:, others] - full[:, others]).max()) > 1e-4
+
+
+def test_local_transformer_features(transformer):
+  """Per-particle features keep the symmetries (permuted with the particles), reach a
+  particle's output only through itself (self_features) and its neighbours (features),
+  and a self-shift leaves the features as they are given."""
+  net, _, state, p = transformer
+  n = state.shape[1]
+  feats = jax.random.normal(jax.random.key(7), (n, 3))
+  own = jax.random.normal(jax.random.key(8), (n, 5))
+  params = net.init(jax.random.key(2), state, p.half_width, None, None, feats, own)
+  out = net.apply(params, state, p.half_width, None, None, feats, own)
+  perm = jax.random.permutation(jax.random.key(3), n)
+  np.testing.assert_allclose(
+      net.apply(params, state[:, perm], p.half_width, None, None, feats[perm], own[perm]),
+      out[:, perm], rtol=1e-5, atol=1e-5)
+  # Changing particle 5's features moves the outputs of 5 (own) and of the particles
+  # with 5 among their neighbours (features), and no other.
+  idx, _ = nearest_neighbors(state[0], p.half_width, net.num_neighbors)
+  sees5 = np.asarray(jnp.any(idx == 5, axis=1))
+  moved = net.apply(params, state, p.half_width, None, None, feats.at[5].add(1.0), own)
+  changed = np.asarray(jnp.abs(moved - out).max(axis=(0, 2)) > 1e-6)
+  np.testing.assert_array_equal(changed, sees5)
+  moved_own = net.apply(params, state, p.half_width, None, None, feats, own.at[5].add(1.0))
+  changed = np.asarray(jnp.abs(moved_own - out).max(axis=(0, 2)) > 1e-6)
+  np.testing.assert_array_equal(changed, np.arange(n) == 5)
+  query = jnp.array([4, 9])
+  np.testing.assert_allclose(net.apply(params, state, p.half_width, query, None, feats,
+                                       own[query]), out[:, query], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="features must be"):
+    net.apply(params, state, p.half_width, None, None, feats[:4], own)
+  with pytest.raises(ValueError, match="self_features must be"):
+    net.apply(params, state, p.half_width, query, None, feats, own)
