@@ -68,7 +68,7 @@ import dataclasses
 import math
 import time
 import zlib
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -253,7 +253,8 @@ def _phases(step: int, x, params: active.AOUPParams) -> dict:
           "dense_per_chain": [round(float(v), 4) for v in dense]}
 
 
-def local_score(net, net_params, params: active.AOUPParams, cfg: Config):
+def local_score(net, net_params, params: active.AOUPParams, cfg: Config,
+                features_fn: Optional[Callable] = None):
   """``s(state [2, N, 2], query [M] or None, self_shift [2, M, 2] or None) -> [2, M, 2]``:
   the network's output for the queried particles, in the form ``cfg`` sets: with
   ``score_features = "velocity"`` the network also sees ``active.velocity_features``
@@ -265,19 +266,26 @@ def local_score(net, net_params, params: active.AOUPParams, cfg: Config):
   ``prod.hypoelliptic_entropy_production_bound`` take; their divergences in ``g`` are
   exact. (With velocity features, the x-part of ``self_shift`` moves the network's
   offsets but not the features, so a divergence in ``x``, which no loss here uses,
-  would not be.)"""
+  would not be.)
+
+  ``features_fn(state [2, N, 2]) -> active.VelocityFeatures`` replaces
+  ``active.velocity_features`` (from a neighbour list with ``cfg``'s capacities) for a
+  system whose drift is not the soft-repulsion model's; it receives the folded state."""
   half = params.half_width
   velocity = cfg.score_features == "velocity"
   cutoff = active.interaction_cutoff(params)
   root_gamma = math.sqrt(params.gamma)
+  if features_fn is None:
+    def features_fn(z):
+      nb = active.neighbor_list(z[0], params, cutoff, cfg.max_neighbors, cfg.max_per_cell)
+      return active.velocity_features(z, params, nb)
 
   def score(z, query=None, self_shift=None):
     z = z.at[0].set(active.wrap_positions(z[0], half))
     q = jnp.arange(z.shape[1]) if query is None else query
     features = own = None
     if velocity:
-      nb = active.neighbor_list(z[0], params, cutoff, cfg.max_neighbors, cfg.max_per_cell)
-      f = active.velocity_features(z, params, nb)
+      f = features_fn(z)
       u, a = f.velocity[q], f.acceleration[q]
       if self_shift is not None:
         dg = self_shift[1] / root_gamma
@@ -303,14 +311,15 @@ def init_network(net, params: active.AOUPParams, cfg: Config, state, key):
   return net.init(key, state, params.half_width)
 
 
-def score_function(net, net_params, params: active.AOUPParams, cfg: Config):
+def score_function(net, net_params, params: active.AOUPParams, cfg: Config,
+                   features_fn: Optional[Callable] = None):
   """``s(state [2, N, 2]) -> [2, N, 2]``: :func:`local_score` for every particle."""
-  score = local_score(net, net_params, params, cfg)
+  score = local_score(net, net_params, params, cfg, features_fn)
   return lambda z: score(z)
 
 
 def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
-                  log_dir: RunDir):
+                  log_dir: RunDir, features_fn: Optional[Callable] = None):
   """A ``fit`` callback that logs, after each chunk, the per-particle lower bound
   ``hypoelliptic_entropy_production_bound / N`` (nats per unit time) of the current
   network on the states ``x [B, 2, N, 2]`` in ``log_dir.metrics`` as
@@ -320,7 +329,7 @@ def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
 
   @jax.jit
   def bound(p):
-    score = local_score(net, p, params, cfg)
+    score = local_score(net, p, params, cfg, features_fn)
     return prod.hypoelliptic_entropy_production_bound(score, xj, params.gamma) / x.shape[2]
 
   def callback(state, record):
@@ -334,7 +343,11 @@ def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
 
 
 def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run_dir: RunDir,
-                resume: bool, subdir: str = "train", monitor_x: Optional[np.ndarray] = None):
+                resume: bool, subdir: str = "train", monitor_x: Optional[np.ndarray] = None,
+                features_fn: Optional[Callable] = None):
+  """The score network of ``cfg`` trained on ``train_x [B, 2, N, 2]`` (checkpointed under
+  ``run_dir / subdir``); ``features_fn`` as in :func:`local_score`. Returns ``(net,
+  params)``."""
   net = LocalTransformer(num_neighbors=cfg.num_neighbors, width=cfg.width, depth=cfg.depth)
   xj = jnp.asarray(train_x)
   init = init_network(net, params, cfg, xj[0], jax.random.key(cfg.seed))
@@ -348,9 +361,10 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
     xb, k = batch
     # Noisy positions are folded back into the box before the network sees them.
     if cfg.score_loss == "dsm":
-      return prod.denoising_score_matching_loss(score_function(net, p, params, cfg),
+      return prod.denoising_score_matching_loss(score_function(net, p, params, cfg,
+                                                               features_fn),
                                                 xb, k, sigma)
-    score = local_score(net, p, params, cfg)
+    score = local_score(net, p, params, cfg, features_fn)
     if cfg.score_loss == "ism_g_only":
       return prod.local_implicit_score_matching_loss(score, xb, (1,), cfg.query_size, k)
     k1, k2 = jax.random.split(k)
@@ -361,7 +375,7 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
   callback = None
   if monitor_x is not None and params.epsilon == 0:
     callback = bound_monitor(net, params, monitor_x, cfg,
-                             RunDir(run_dir.path / subdir / "monitor"))
+                             RunDir(run_dir.path / subdir / "monitor"), features_fn)
   trained = fit_adam_cosine(loss_fn, init, jax.random.key(cfg.seed + 1),
                             num_steps=cfg.train_steps, learning_rate=cfg.learning_rate,
                             batch_fn=batch_fn, run_dir=RunDir(run_dir.path / subdir),

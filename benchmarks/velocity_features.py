@@ -1,0 +1,142 @@
+"""How much of the MIPS rate a trained score certifies, with and without velocity features.
+
+``python -m benchmarks.velocity_features [--n 256] [--sim-steps 8000] [--steps 300]
+[--features none velocity] [--out DIR]``
+
+Four chains of the MIPS model (v0 = 0.025, gamma = 1e-4, packing 0.5, eps = 0, dt =
+0.1) run ``--sim-steps`` steps from the authors' clump; the states saved in the second
+half (every ``sim_steps / 40`` steps) are split per chain into 15 training and 5
+held-out states. On the same data, ``experiments.active_matter.train_score`` (the
+LocalTransformer, implicit score matching on g with the exact per-particle divergence,
+``score_loss = "ism_g_only"``) is trained once per ``score_features`` setting: "none",
+the state alone (the network of earlier runs), and "velocity", which adds
+``active.velocity_features`` (each particle's scaled velocity, and for its own output
+the velocity's derivative along the position flow; exact inputs of the score for
+harmonic forces). The table gives the lower bound
+``prod.hypoelliptic_entropy_production_bound`` on the held-out states against the rate
+from the same states without any score (``active.aoup_score_free_entropy_production``).
+The states are not stationary in g (1/gamma is 10^5 steps), so both numbers describe
+these states, compared on the same footing. Writes
+``results/velocity_features_<platform>.md``. Not part of ``python -m benchmarks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.bench_info import _host_cpu, command_line, write_result
+from entropylab import production as prod
+from entropylab.production import active
+from entropylab.runner.rundir import RunDir
+from experiments import active_matter as am
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.velocity_features",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--n", type=int, default=256, help="particles")
+  parser.add_argument("--sim-steps", type=int, default=8000)
+  parser.add_argument("--steps", type=int, default=300, help="training steps")
+  parser.add_argument("--features", nargs="+", choices=["none", "velocity"],
+                      default=["none", "velocity"])
+  parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+  args = parser.parse_args(argv)
+  if args.sim_steps < 40 or args.sim_steps % 40:
+    parser.error("--sim-steps must be a positive multiple of 40")
+  if min(args.n, args.steps) < 1:
+    parser.error("--n and --steps must be positive")
+  return args
+
+
+def mips_states(args):
+  """``(train [60, 2, N, 2], test [20, 2, N, 2], params)``: four chains from the clump."""
+  params = active.AOUPParams(v0=0.025, gamma=1e-4, epsilon=0.0,
+                             half_width=active.box_half_width(args.n, 0.5))
+  keys = jax.random.split(jax.random.key(0), 4)
+  state = jnp.stack([active.random_configuration(k, args.n, params, spread=0.5) for k in keys])
+  res = active.simulate_aoup(keys, state, params, 0.1, args.sim_steps,
+                             save_every=args.sim_steps // 40, max_neighbors=64, max_per_cell=24)
+  xs = np.asarray(res.states[:, 20:])                             # [4, 20, 2, N, 2]
+  return (xs[:, :15].reshape(-1, 2, args.n, 2), xs[:, 15:].reshape(-1, 2, args.n, 2), params)
+
+
+def measure(args):
+  train, test, params = mips_states(args)
+  free = float(active.aoup_score_free_entropy_production(
+      jnp.asarray(test), params, max_neighbors=64, max_per_cell=24)) / args.n
+  dense = float(jnp.mean(active.phase_fractions(jnp.asarray(test[:, 0]), params)[0]))
+  print(f"score-free rate per particle {free:.4f}; dense share {dense:.3f}", flush=True)
+  rows = []
+  for features in args.features:
+    cfg = dataclasses.replace(am.Config(), n_particles=args.n, train_steps=args.steps,
+                              batch_size=8, query_size=args.n, progress=False,
+                              score_features=features, score_loss="ism_g_only")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+      net, net_params = am.train_score(cfg, params, train, RunDir(Path(tmp) / "run"),
+                                       resume=False)
+    seconds = time.perf_counter() - start
+    terms = np.asarray(prod.hypoelliptic_entropy_production_bound(
+        am.local_score(net, net_params, params, cfg), jnp.asarray(test), params.gamma,
+        local=True)).sum(axis=1) / args.n                           # per state, per particle
+    rows.append({"features": features, "bound": float(terms.mean()),
+                 "se": float(terms.std() / np.sqrt(len(terms))), "free": free,
+                 "dense": dense, "seconds": seconds})
+    print(f"{features}: bound per particle {terms.mean():.4f} ({terms.mean() / free:.1%} of "
+          f"the score-free rate), {seconds:.0f} s", flush=True)
+  return rows
+
+
+def to_markdown(args, rows) -> str:
+  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  device = jax.devices()[0]
+  cfg = am.Config()
+  lines = [
+      f"# Velocity features for the MIPS score network ({device.platform})", "",
+      f"- device: `{device.device_kind}`; host: {_host_cpu()}; jax {jax.__version__}, "
+      f"Python {platform.python_version()}; date: {now}",
+      f"- command: `{command_line()}`",
+      f"- system: N = {args.n}, v0 = 0.025, gamma = 1e-4, packing 0.5, eps = 0, dt = 0.1; "
+      f"4 chains of {args.sim_steps:,} steps from the clump; 60 training and 20 held-out "
+      f"states from the second half (dense share {rows[0]['dense']:.3f})",
+      f"- network and loss: `active_matter.train_score` (LocalTransformer, "
+      f"{cfg.num_neighbors} neighbours, width {cfg.width}, depth {cfg.depth}, g-shift, "
+      f"implicit score matching on g), {args.steps:,} Adam steps (cosine from "
+      f"{cfg.learning_rate:g}), batch 8 states, all particles queried",
+      "- columns (nats per unit time per particle): the lower bound "
+      "(`hypoelliptic_entropy_production_bound`, held-out states, with its standard error "
+      "over states) and the rate of the same states without a score "
+      "(`aoup_score_free_entropy_production`)",
+      "",
+      "| score_features | lower bound | standard error | score-free rate | bound / rate | "
+      "training seconds |",
+      "|---|---:|---:|---:|---:|---:|",
+  ]
+  for r in rows:
+    lines.append(f"| {r['features']} | {r['bound']:.4f} | {r['se']:.4f} | {r['free']:.4f} | "
+                 f"{r['bound'] / r['free']:.1%} | {r['seconds']:.0f} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  write_result(to_markdown(args, measure(args)), args.out,
+               f"velocity_features_{jax.devices()[0].platform}.md")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
