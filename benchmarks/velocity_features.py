@@ -1,7 +1,7 @@
 """How much of the MIPS rate a trained score certifies, with and without velocity features.
 
 ``python -m benchmarks.velocity_features [--n 256] [--sim-steps 8000] [--steps 300]
-[--features none velocity] [--out DIR]``
+[--features none velocity] [--tag TAG] [--out DIR]``
 
 Four chains of the MIPS model (v0 = 0.025, gamma = 1e-4, packing 0.5, eps = 0, dt =
 0.1) run ``--sim-steps`` steps from the authors' clump; the states saved in the second
@@ -17,7 +17,7 @@ harmonic forces). The table gives the lower bound
 from the same states without any score (``active.aoup_score_free_entropy_production``).
 The states are not stationary in g (1/gamma is 10^5 steps), so both numbers describe
 these states, compared on the same footing. Writes
-``results/velocity_features_<platform>.md``. Not part of ``python -m benchmarks``.
+``results/velocity_features_<platform>[_TAG].md``. Not part of ``python -m benchmarks``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def parse_args(argv):
   parser.add_argument("--steps", type=int, default=300, help="training steps")
   parser.add_argument("--features", nargs="+", choices=["none", "velocity"],
                       default=["none", "velocity"])
+  parser.add_argument("--tag", default="", help="suffix of the results file name")
   parser.add_argument("--out", type=Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
   if args.sim_steps < 40 or args.sim_steps % 40:
@@ -134,7 +135,8 @@ def to_markdown(args, rows) -> str:
 def main(argv=None) -> int:
   args = parse_args(argv)
   write_result(to_markdown(args, measure(args)), args.out,
-               f"velocity_features_{jax.devices()[0].platform}.md")
+               f"velocity_features_{jax.devices()[0].platform}"
+               f"{'_' + args.tag if args.tag else ''}.md")
   return 0
 
 
