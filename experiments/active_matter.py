@@ -277,7 +277,10 @@ def local_score(net, net_params, params: active.AOUPParams, cfg: Config,
 
   ``features_fn(state [2, N, 2]) -> active.VelocityFeatures`` replaces
   ``active.velocity_features`` (from a neighbour list with ``cfg``'s capacities) for a
-  system whose drift is not the soft-repulsion model's; it receives the folded state."""
+  system whose drift is not the soft-repulsion model's; it receives the folded state.
+  A neighbour list that overflows its capacities drops partners from the features
+  without raising; the score is still a function of the state with the own blocks that
+  match its features, so the lower bound stays valid."""
   half = params.half_width
   velocity = cfg.score_features == "velocity"
   cutoff = active.interaction_cutoff(params)
