@@ -80,6 +80,11 @@ def measure(args):
       jnp.asarray(test), params, max_neighbors=64, max_per_cell=24)) / args.n
   dense = float(jnp.mean(active.phase_fractions(jnp.asarray(test[:, 0]), params)[0]))
   print(f"score-free rate per particle {free:.4f}; dense share {dense:.3f}", flush=True)
+  groups = {k: np.asarray(v) for k, v in active.packing_groups(jnp.asarray(test[:, 0]),
+                                                                params).items()}
+  free_local = np.asarray(active.aoup_score_free_entropy_production(
+      jnp.asarray(test), params, local=True, max_neighbors=64, max_per_cell=24))
+  free_groups = {k: float(free_local[m].mean()) for k, m in groups.items()}
   rows = []
   for features in args.features:
     cfg = dataclasses.replace(am.Config(), n_particles=args.n, train_steps=args.steps,
@@ -90,12 +95,15 @@ def measure(args):
       net, net_params = am.train_score(cfg, params, train, RunDir(Path(tmp) / "run"),
                                        resume=False)
     seconds = time.perf_counter() - start
-    terms = np.asarray(prod.hypoelliptic_entropy_production_bound(
+    local = np.asarray(prod.hypoelliptic_entropy_production_bound(
         am.local_score(net, net_params, params, cfg), jnp.asarray(test), params.gamma,
-        local=True)).sum(axis=1) / args.n                           # per state, per particle
+        local=True))                                                # [states, N]
+    terms = local.sum(axis=1) / args.n                              # per state, per particle
     rows.append({"features": features, "bound": float(terms.mean()),
                  "se": float(terms.std() / np.sqrt(len(terms))), "free": free,
-                 "dense": dense, "seconds": seconds})
+                 "dense": dense, "seconds": seconds,
+                 "groups": {k: (float(local[m].mean()), free_groups[k], float(m.mean()))
+                            for k, m in groups.items()}})
     print(f"{features}: bound per particle {terms.mean():.4f} ({terms.mean() / free:.1%} of "
           f"the score-free rate), {seconds:.0f} s", flush=True)
   return rows
@@ -129,6 +137,13 @@ def to_markdown(args, rows) -> str:
   for r in rows:
     lines.append(f"| {r['features']} | {r['bound']:.4f} | {r['se']:.4f} | {r['free']:.4f} | "
                  f"{r['bound'] / r['free']:.1%} | {r['seconds']:.0f} |")
+  lines += ["", "By local packing (`active.packing_groups`): share of particles, and per "
+            "particle the lower bound / the score-free rate:", "",
+            "| score_features | dilute | intermediate | dense |", "|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['features']} | " + " | ".join(
+        f"{share:.2f}: {b:.4f} / {f:.4f}" for b, f, share in
+        (r["groups"][k] for k in ("dilute", "intermediate", "dense"))) + " |")
   return "\n".join(lines) + "\n"
 
 
