@@ -157,6 +157,11 @@ def command_line() -> str:
   return " ".join(env + [shlex.join(cmd)])
 
 
+def result_name(stem: str, tag: str = "") -> str:
+  """``<stem>_<platform>[_<tag>].md``: a results file name for the default device."""
+  return f"{stem}_{jax.devices()[0].platform}{'_' + tag if tag else ''}.md"
+
+
 def write_result(text: str, out_dir: Path, name: str) -> Path:
   """Prints a results table and writes it to ``out_dir / name`` (made if missing)."""
   print(text)

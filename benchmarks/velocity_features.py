@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_info import _host_cpu, command_line, write_result
+from benchmarks.bench_info import _host_cpu, command_line, result_name, write_result
 from entropylab import production as prod
 from entropylab.production import active
 from entropylab.runner.rundir import RunDir
@@ -150,8 +150,7 @@ def to_markdown(args, rows) -> str:
 def main(argv=None) -> int:
   args = parse_args(argv)
   write_result(to_markdown(args, measure(args)), args.out,
-               f"velocity_features_{jax.devices()[0].platform}"
-               f"{'_' + args.tag if args.tag else ''}.md")
+               result_name("velocity_features", args.tag))
   return 0
 
 

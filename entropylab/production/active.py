@@ -278,13 +278,8 @@ def aoup_drift_divergence(x: Array, params: AOUPParams,
   ``d`` dimensions it is :math:`-\sigma(\beta(2a - r)) + (d - 1)\,
   \mathrm{softplus}_\beta(2a - r)/r`, about :math:`-0.45` for two particles at contact
   (``r = 2a``, :math:`\beta = 7.5`, ``d = 2``). Without ``neighbors`` all pairs are
-  summed (``O(N^2)``), else the neighbour list (``O(N K)``).
-
-  Args:
-    x: ``[N, d]`` positions.
-    params: the system.
-    neighbors: a :func:`neighbor_list` of ``x`` with cutoff at least
-      :func:`interaction_cutoff`, or ``None``.
+  summed (``O(N^2)``), else the neighbour list (``O(N K)``). Arguments as in
+  :func:`aoup_drift_blocks`.
 
   Returns:
     ``[N]`` divergences.
