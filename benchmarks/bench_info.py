@@ -157,6 +157,17 @@ def command_line() -> str:
   return " ".join(env + [shlex.join(cmd)])
 
 
+def result_header(title: str) -> list[str]:
+  """The opening lines of a results table: ``# title (platform)``, then the device, host,
+  versions and date, and the command that produced it."""
+  now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  device = jax.devices()[0]
+  return [f"# {title} ({device.platform})", "",
+          f"- device: `{device.device_kind}`; host: {_host_cpu()}; jax {jax.__version__}, "
+          f"Python {_platform.python_version()}; date: {now}",
+          f"- command: `{command_line()}`"]
+
+
 def result_name(stem: str, tag: str = "") -> str:
   """``<stem>_<platform>[_<tag>].md``: a results file name for the default device."""
   return f"{stem}_{jax.devices()[0].platform}{'_' + tag if tag else ''}.md"

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import platform
 import sys
 import tempfile
 import time
@@ -40,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_info import _host_cpu, command_line, result_name, write_result
+from benchmarks.bench_info import result_header, result_name, write_result
 from benchmarks.score_locality import linearised_mips, nearest_support
 from entropylab import production as prod
 from entropylab.production import active
@@ -150,14 +148,8 @@ def measure(args) -> list[dict]:
 
 
 def to_markdown(args, rows) -> str:
-  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-  device = jax.devices()[0]
   cfg = am.Config()
-  lines = [
-      f"# The MIPS score network on a linear cluster ({device.platform})", "",
-      f"- device: `{device.device_kind}`; host: {_host_cpu()}; jax {jax.__version__}, "
-      f"Python {platform.python_version()}; date: {now}",
-      f"- command: `{command_line()}`",
+  lines = result_header("The MIPS score network on a linear cluster") + [
       f"- system: `score_locality.linearised_mips`, N = {args.mips_n} (contacts after "
       f"{args.mips_steps:,} steps from the clump, radial springs, trap {args.trap}), "
       "v0 = 0.025, noise in g only",

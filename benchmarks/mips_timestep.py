@@ -28,8 +28,6 @@ Writes ``results/mips_timestep_<platform>_n<N>[_<tag>].md``. Not part of ``pytho
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 import time
 from pathlib import Path
@@ -38,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_info import _host_cpu, command_line, write_result
+from benchmarks.bench_info import result_header, write_result
 from entropylab.production import active
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -125,15 +123,7 @@ def richardson(rows: list[dict]) -> dict | None:
 
 
 def to_markdown(args, relax_row: dict, rows: list[dict], params) -> str:
-  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-  device = jax.devices()[0]
-  lines = [
-      f"# MIPS: the score-free entropy production rate against the time step "
-      f"({device.platform})",
-      "",
-      f"- device: `{device.device_kind}`; host: {_host_cpu()}; jax {jax.__version__}, "
-      f"Python {platform.python_version()}; date: {now}",
-      f"- command: `{command_line()}`",
+  lines = result_header("MIPS: the score-free entropy production rate against the time step") + [
       f"- N = {args.n}, {args.chains} chains, packing fraction {args.packing}, v0 = "
       f"{params.v0}, gamma = {params.gamma}, eps = {params.epsilon}, k = {params.k}, "
       f"beta = {params.beta} (box half width L = {params.half_width:.2f})",

@@ -30,8 +30,6 @@ sees positions in units of the particle radius. Writes
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_info import _host_cpu, command_line, write_result
+from benchmarks.bench_info import result_header, write_result
 from entropylab import production as prod
 from entropylab.models import MLP
 from experiments._training import fit_adam_cosine
@@ -150,14 +148,8 @@ def measure(args) -> list[dict]:
 
 
 def to_markdown(args, rows) -> str:
-  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-  device = jax.devices()[0]
   fmt = lambda v: ", ".join(f"{x:.4f}" for x in v)
-  lines = [
-      f"# A learned score's entropy production against gamma ({device.platform})", "",
-      f"- device: `{device.device_kind}`; host: {_host_cpu()}; jax {jax.__version__}, "
-      f"Python {platform.python_version()}; date: {now}",
-      f"- command: `{command_line()}`",
+  lines = result_header("A learned score's entropy production against gamma") + [
       f"- one trapped active particle, eps = 0, A = {TRAP}, v0 = {V0}, d = {DIM}: rate A d "
       f"= {TRAP * DIM:g} nats per unit time for every gamma (`trapped_aoup`)",
       f"- exact stationary samples: {args.samples:,} to train, {args.held_out:,} held out; "

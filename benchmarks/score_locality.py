@@ -29,8 +29,6 @@ sampling or training. Writes ``results/score_locality_<platform>.md``. Not part 
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import sys
 from pathlib import Path
 
@@ -38,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_info import _host_cpu, command_line, write_result
+from benchmarks.bench_info import result_header, write_result
 from entropylab import production as prod
 from entropylab.models import nearest_neighbors
 from entropylab.production import active
@@ -169,13 +167,7 @@ def measure_mips(args) -> list[dict]:
 
 
 def to_markdown(args, rows, mips_rows) -> str:
-  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-  device = jax.devices()[0]
-  lines = [
-      f"# The entropy production a local score can certify ({device.platform})", "",
-      f"- device: `{device.device_kind}`; host: {_host_cpu()}; jax {jax.__version__}, "
-      f"Python {platform.python_version()}; date: {now}",
-      f"- command: `{command_line()}`",
+  lines = result_header("The entropy production a local score can certify") + [
       f"- `active_spring_ring`: n = {args.n} active particles, springs k = {args.stiffness}, "
       f"trap A = {args.trap}, v0 = {V0}, noise in g only; rate n (2k + A) = "
       f"{args.n * (2 * args.stiffness + args.trap):g} nats per unit time for every gamma",

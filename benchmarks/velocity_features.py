@@ -1,18 +1,18 @@
 """How much of the MIPS rate a trained score certifies, with and without velocity features.
 
-``python -m benchmarks.velocity_features [--n 256] [--sim-steps 8000] [--steps 300]
-[--features none velocity] [--tag TAG] [--out DIR]``
+``python -m benchmarks.velocity_features [--n 256] [--chains 4] [--sim-steps 8000]
+[--steps 300] [--features none velocity] [--tag TAG] [--out DIR]``
 
-Four chains of the MIPS model (v0 = 0.025, gamma = 1e-4, packing 0.5, eps = 0, dt =
-0.1) run ``--sim-steps`` steps from the authors' clump; the states saved in the second
-half (every ``sim_steps / 40`` steps) are split per chain into 15 training and 5
-held-out states. On the same data, ``experiments.active_matter.train_score`` (the
-LocalTransformer, implicit score matching on g with the exact per-particle divergence,
-``score_loss = "ism_g_only"``) is trained once per ``score_features`` setting: "none",
-the state alone (the network of earlier runs), and "velocity", which adds
-``active.velocity_features`` (each particle's scaled velocity, and for its own output
-the velocity's derivative along the position flow; exact inputs of the score for
-harmonic forces). The table gives the lower bound
+``--chains`` chains (four by default) of the MIPS model (v0 = 0.025, gamma = 1e-4,
+packing 0.5, eps = 0, dt = 0.1) run ``--sim-steps`` steps from the authors' clump; the
+states saved in the second half (every ``sim_steps / 40`` steps) are split per chain
+into 15 training and 5 held-out states. On the same data,
+``experiments.active_matter.train_score`` (the LocalTransformer, implicit score matching
+on g with the exact per-particle divergence, ``score_loss = "ism_g_only"``) is trained
+once per ``score_features`` setting: "none", the state alone (the network of earlier
+runs), and "velocity", which adds ``active.velocity_features`` (each particle's scaled
+velocity, and for its own output the velocity's derivative along the position flow;
+exact inputs of the score for harmonic forces). The table gives the lower bound
 ``prod.hypoelliptic_entropy_production_bound`` on the held-out states against the rate
 from the same states without any score (``active.aoup_score_free_entropy_production``).
 The states are not stationary in g (1/gamma is 10^5 steps), so both numbers describe
@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import platform
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.bench_info import _host_cpu, command_line, result_name, write_result
+from benchmarks.bench_info import result_header, result_name, write_result
 from entropylab import production as prod
 from entropylab.production import active
 from entropylab.runner.rundir import RunDir
@@ -48,6 +46,7 @@ def parse_args(argv):
   parser = argparse.ArgumentParser(prog="python -m benchmarks.velocity_features",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--n", type=int, default=256, help="particles")
+  parser.add_argument("--chains", type=int, default=4)
   parser.add_argument("--sim-steps", type=int, default=8000)
   parser.add_argument("--steps", type=int, default=300, help="training steps")
   parser.add_argument("--features", nargs="+", choices=["none", "velocity"],
@@ -57,20 +56,21 @@ def parse_args(argv):
   args = parser.parse_args(argv)
   if args.sim_steps < 40 or args.sim_steps % 40:
     parser.error("--sim-steps must be a positive multiple of 40")
-  if min(args.n, args.steps) < 1:
-    parser.error("--n and --steps must be positive")
+  if min(args.n, args.steps, args.chains) < 1:
+    parser.error("--n, --steps and --chains must be positive")
   return args
 
 
 def mips_states(args):
-  """``(train [60, 2, N, 2], test [20, 2, N, 2], params)``: four chains from the clump."""
+  """``(train [15 C, 2, N, 2], test [5 C, 2, N, 2], params)`` from ``C = args.chains``
+  chains started from the clump."""
   params = active.AOUPParams(v0=0.025, gamma=1e-4, epsilon=0.0,
                              half_width=active.box_half_width(args.n, 0.5))
-  keys = jax.random.split(jax.random.key(0), 4)
+  keys = jax.random.split(jax.random.key(0), args.chains)
   state = jnp.stack([active.random_configuration(k, args.n, params, spread=0.5) for k in keys])
   res = active.simulate_aoup(keys, state, params, 0.1, args.sim_steps,
                              save_every=args.sim_steps // 40, max_neighbors=64, max_per_cell=24)
-  xs = np.asarray(res.states[:, 20:])                             # [4, 20, 2, N, 2]
+  xs = np.asarray(res.states[:, 20:])                             # [C, 20, 2, N, 2]
   return (xs[:, :15].reshape(-1, 2, args.n, 2), xs[:, 15:].reshape(-1, 2, args.n, 2), params)
 
 
@@ -110,17 +110,12 @@ def measure(args):
 
 
 def to_markdown(args, rows) -> str:
-  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-  device = jax.devices()[0]
   cfg = am.Config()
-  lines = [
-      f"# Velocity features for the MIPS score network ({device.platform})", "",
-      f"- device: `{device.device_kind}`; host: {_host_cpu()}; jax {jax.__version__}, "
-      f"Python {platform.python_version()}; date: {now}",
-      f"- command: `{command_line()}`",
+  lines = result_header("Velocity features for the MIPS score network") + [
       f"- system: N = {args.n}, v0 = 0.025, gamma = 1e-4, packing 0.5, eps = 0, dt = 0.1; "
-      f"4 chains of {args.sim_steps:,} steps from the clump; 60 training and 20 held-out "
-      f"states from the second half (dense share {rows[0]['dense']:.3f})",
+      f"{args.chains} chains of {args.sim_steps:,} steps from the clump; "
+      f"{15 * args.chains} training and {5 * args.chains} held-out states from the second "
+      f"half (dense share {rows[0]['dense']:.3f})",
       f"- network and loss: `active_matter.train_score` (LocalTransformer, "
       f"{cfg.num_neighbors} neighbours, width {cfg.width}, depth {cfg.depth}, g-shift, "
       f"implicit score matching on g), {args.steps:,} Adam steps (cosine from "

@@ -302,10 +302,10 @@ def velocity_features(state: Array, params: AOUPParams,
   translational noise is simple.
 
   With :math:`\epsilon = 0` (Boffi & Vanden-Eijnden, PNAS 2024, their motility-induced
-  phase separation runs), let :math:`u = b_x / (v_0\sqrt\gamma)` (``[N, d]``, inverse
+  phase separation runs), let :math:`u = b_x / (v_0\sqrt\gamma)` (``[N, d]``, units of
   square-root time: the position drift of :func:`aoup_drift` over the self-propulsion
-  speed) and :math:`a = (\nabla_x b_x)\,u`, a forward derivative of the drift along
-  ``u`` at fixed ``g``. For harmonic forces (a constant symmetric Jacobian
+  speed, over :math:`\sqrt\gamma`) and :math:`a = (\nabla_x b_x)\,u` (inverse
+  square-root time), a forward derivative of the drift along ``u`` at fixed ``g``. For harmonic forces (a constant symmetric Jacobian
   :math:`J = \nabla_x b_x`, e.g. trapped particles, ``k = 0``) the stationary density
   has :math:`\Sigma_{xg} = -v_0 (J - \gamma)^{-1}` and :math:`\Sigma_{xx} = v_0^2
   J^{-1}(J - \gamma)^{-1}`, so ``g`` given ``x`` is Gaussian with mean :math:`-Jx/v_0`
