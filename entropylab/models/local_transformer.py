@@ -117,7 +117,7 @@ class LocalTransformer(nn.Module):
       rel = rel - self_shift[0][:, None, :]
       g_self = g_self + self_shift[1]
     dist = jnp.sqrt(jnp.sum(rel * rel, axis=-1, keepdims=True) + 1e-12)
-    tokens, own = [rel, dist, g[idx]], [g_self]                      # [M, K, 2d + 1]
+    tokens, own = [rel, dist, g[idx]], [g_self]          # [M, K, 2d + 1 (+ f)], [M, d (+ f')]
     if features is not None:
       if features.ndim != 2 or features.shape[0] != n:
         raise ValueError(f"features must be [N, f] with N = {n}, got shape {features.shape}")

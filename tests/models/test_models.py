@@ -107,7 +107,7 @@ def test_local_transformer_query_and_self_shift(transformer):
 def test_local_transformer_features(transformer):
   """Per-particle features keep the symmetries (permuted with the particles), reach a
   particle's output only through itself (self_features) and its neighbours (features),
-  and a self-shift leaves the features as they are given."""
+  select with a query, and bad shapes raise."""
   net, _, state, p = transformer
   n = state.shape[1]
   feats = jax.random.normal(jax.random.key(7), (n, 3))
