@@ -1,10 +1,12 @@
 """How much of the MIPS rate a trained score certifies, with and without velocity features.
 
 ``python -m benchmarks.velocity_features [--n 256] [--chains 4] [--sim-steps 8000]
-[--steps 300] [--features none velocity] [--tag TAG] [--out DIR]``
+[--steps 300] [--features none velocity] [--gamma 1e-4] [--start clump|uniform]
+[--tag TAG] [--out DIR]``
 
 ``--chains`` chains (four by default) of the MIPS model (v0 = 0.025, gamma = 1e-4,
-packing 0.5, eps = 0, dt = 0.1) run ``--sim-steps`` steps from the authors' clump; the
+packing 0.5, eps = 0, dt = 0.1) run ``--sim-steps`` steps from the authors' clump (or,
+with ``--start uniform``, from uniform positions); the
 states saved in the second half (every ``sim_steps / 40`` steps) are split per chain
 into 15 training and 5 held-out states. On the same data,
 ``experiments.active_matter.train_score`` (the LocalTransformer, implicit score matching
@@ -14,9 +16,11 @@ runs), and "velocity", which adds ``active.velocity_features`` (each particle's 
 velocity, and for its own output the velocity's derivative along the position flow;
 exact inputs of the score for harmonic forces). The table gives the lower bound
 ``prod.hypoelliptic_entropy_production_bound`` on the held-out states against the rate
-from the same states without any score (``active.aoup_score_free_entropy_production``).
-The states are not stationary in g (1/gamma is 10^5 steps), so both numbers describe
-these states, compared on the same footing. Writes
+from the same states without any score (``active.aoup_score_free_entropy_production``),
+which is the rate only where the states are stationary: at gamma = 1e-4, 1/gamma is
+10^5 steps, longer than the run. ``--gamma`` changes the self-propulsion's relaxation
+rate (the persistence, and with it the clustering) and nothing else, so that a run of
+several ``1/gamma`` tests the network on stationary interacting states. Writes
 ``results/velocity_features_<platform>[_TAG].md``. Not part of ``python -m benchmarks``.
 """
 
@@ -51,6 +55,9 @@ def parse_args(argv):
   parser.add_argument("--steps", type=int, default=300, help="training steps")
   parser.add_argument("--features", nargs="+", choices=["none", "velocity"],
                       default=["none", "velocity"])
+  parser.add_argument("--gamma", type=float, default=1e-4,
+                      help="relaxation rate of the self-propulsion")
+  parser.add_argument("--start", choices=["clump", "uniform"], default="clump")
   parser.add_argument("--tag", default="", help="suffix of the results file name")
   parser.add_argument("--out", type=Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
@@ -58,16 +65,20 @@ def parse_args(argv):
     parser.error("--sim-steps must be a positive multiple of 40")
   if min(args.n, args.steps, args.chains) < 1:
     parser.error("--n, --steps and --chains must be positive")
+  if not args.gamma > 0:
+    parser.error("--gamma must be positive")
   return args
 
 
 def mips_states(args):
   """``(train [15 C, 2, N, 2], test [5 C, 2, N, 2], params)`` from ``C = args.chains``
-  chains started from the clump."""
-  params = active.AOUPParams(v0=0.025, gamma=1e-4, epsilon=0.0,
+  chains started from the clump or uniformly (``args.start``)."""
+  params = active.AOUPParams(v0=0.025, gamma=args.gamma, epsilon=0.0,
                              half_width=active.box_half_width(args.n, 0.5))
   keys = jax.random.split(jax.random.key(0), args.chains)
-  state = jnp.stack([active.random_configuration(k, args.n, params, spread=0.5) for k in keys])
+  spread = 0.5 if args.start == "clump" else None
+  state = jnp.stack([active.random_configuration(k, args.n, params, spread=spread)
+                     for k in keys])
   res = active.simulate_aoup(keys, state, params, 0.1, args.sim_steps,
                              save_every=args.sim_steps // 40, max_neighbors=64, max_per_cell=24)
   xs = np.asarray(res.states[:, 20:])                             # [C, 20, 2, N, 2]
@@ -112,8 +123,9 @@ def measure(args):
 def to_markdown(args, rows) -> str:
   cfg = am.Config()
   lines = result_header("Velocity features for the MIPS score network") + [
-      f"- system: N = {args.n}, v0 = 0.025, gamma = 1e-4, packing 0.5, eps = 0, dt = 0.1; "
-      f"{args.chains} chains of {args.sim_steps:,} steps from the clump; "
+      f"- system: N = {args.n}, v0 = 0.025, gamma = {args.gamma:g}, packing 0.5, eps = 0, "
+      f"dt = 0.1; {args.chains} chains of {args.sim_steps:,} steps "
+      f"({args.sim_steps * 0.1 * args.gamma:g} / gamma) from the {args.start} start; "
       f"{15 * args.chains} training and {5 * args.chains} held-out states from the second "
       f"half (dense share {rows[0]['dense']:.3f})",
       f"- network and loss: `active_matter.train_score` (LocalTransformer, "
