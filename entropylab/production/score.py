@@ -459,11 +459,14 @@ def hypoelliptic_entropy_production_bound(score: Callable, x, gamma, local: bool
   terms bound the rate produced by particle ``i`` at every configuration of the others:
   binned over space they give a map of lower bounds. Samples must be independent of the
   data ``s`` was fitted on; beside the plug-in :math:`\gamma E|g + s_g|^2`, the gap
-  shows how far ``s`` is from the score.
+  shows how far ``s`` is from the score. Neither step uses stationarity: for samples of
+  any density :math:`\rho_t` it bounds that density's instantaneous rate
+  :math:`\gamma E_{\rho_t}|g + \nabla_g\log\rho_t|^2` (tested on non-stationary
+  Gaussians of the trapped particle), unlike :func:`score_free_entropy_production`.
 
   Args:
     score: as in :func:`local_implicit_score_matching_terms` (part 1: ``g``).
-    x: ``[B, 2, N, d]`` stationary samples.
+    x: ``[B, 2, N, d]`` samples of the density whose rate is bounded.
     gamma: the relaxation rate :math:`\gamma > 0` of ``g``.
     local: return the per-particle terms ``[B, N]`` instead of the mean total.
     base: logarithm base of the result (``None``: nats; ``2``: bits).
@@ -503,7 +506,10 @@ def score_free_entropy_production(drift: StateFn, diffusion, x, local: bool = Fa
 
   the elliptic :math:`E[b^\top D^{-1} b + \nabla\cdot b]` when every coordinate is noisy.
   Exact divergences: ``prod(S)`` forward-mode derivatives per sample. Needs samples of
-  the stationary density, and a large ``B`` (the terms cancel in part).
+  the stationary density, and a large ``B`` (the terms cancel in part). For samples of
+  a density :math:`\rho_t` that is not stationary, the same steps give the rate of
+  :math:`\rho_t` minus :math:`dH/dt` (since :math:`E[v\cdot s] = -dH/dt`), an
+  overestimate while the entropy still falls.
 
   Args:
     drift: ``b(state) -> [*S]``.
