@@ -1,7 +1,7 @@
 """How much of the MIPS rate a trained score certifies, with and without velocity features.
 
 ``python -m benchmarks.velocity_features [--n 256] [--chains 4] [--sim-steps 8000]
-[--steps 300] [--features none velocity] [--gamma 1e-4] [--start clump|uniform]
+[--steps 300] [--features none velocity [harmonic]] [--gamma 1e-4] [--start clump|uniform]
 [--tag TAG] [--out DIR]``
 
 ``--chains`` chains (four by default) of the MIPS model (v0 = 0.025, gamma = 1e-4,
@@ -14,7 +14,9 @@ on g with the exact per-particle divergence, ``score_loss = "ism_g_only"``) is t
 once per ``score_features`` setting: "none", the state alone (the network of earlier
 runs), and "velocity", which adds ``active.velocity_features`` (each particle's scaled
 velocity, and for its own output the velocity's derivative along the position flow;
-exact inputs of the score for harmonic forces). The table gives the lower bound
+exact inputs of the score for harmonic forces). "harmonic" trains nothing: it is
+``active.harmonic_self_propulsion_score``, the formula in those inputs that is exact for
+harmonic forces, a baseline for what the network adds. The table gives the lower bound
 ``prod.hypoelliptic_entropy_production_bound`` on the held-out states against the rate
 from the same states without any score (``active.aoup_score_free_entropy_production``),
 which is the rate only where the states are stationary: at gamma = 1e-4, 1/gamma is
@@ -53,7 +55,7 @@ def parse_args(argv):
   parser.add_argument("--chains", type=int, default=4)
   parser.add_argument("--sim-steps", type=int, default=8000)
   parser.add_argument("--steps", type=int, default=300, help="training steps")
-  parser.add_argument("--features", nargs="+", choices=["none", "velocity"],
+  parser.add_argument("--features", nargs="+", choices=["none", "velocity", "harmonic"],
                       default=["none", "velocity"])
   parser.add_argument("--gamma", type=float, default=1e-4,
                       help="relaxation rate of the self-propulsion")
@@ -98,17 +100,20 @@ def measure(args):
   free_groups = {k: float(free_local[m].mean()) for k, m in groups.items()}
   rows = []
   for features in args.features:
-    cfg = dataclasses.replace(am.Config(), n_particles=args.n, train_steps=args.steps,
-                              batch_size=8, query_size=args.n, progress=False,
-                              score_features=features, score_loss="ism_g_only")
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-      net, net_params = am.train_score(cfg, params, train, RunDir(Path(tmp) / "run"),
-                                       resume=False)
+    if features == "harmonic":
+      score = active.harmonic_self_propulsion_score(params, max_neighbors=64, max_per_cell=24)
+    else:
+      cfg = dataclasses.replace(am.Config(), n_particles=args.n, train_steps=args.steps,
+                                batch_size=8, query_size=args.n, progress=False,
+                                score_features=features, score_loss="ism_g_only")
+      with tempfile.TemporaryDirectory() as tmp:
+        net, net_params = am.train_score(cfg, params, train, RunDir(Path(tmp) / "run"),
+                                         resume=False)
+      score = am.local_score(net, net_params, params, cfg)
     seconds = time.perf_counter() - start
     local = np.asarray(prod.hypoelliptic_entropy_production_bound(
-        am.local_score(net, net_params, params, cfg), jnp.asarray(test), params.gamma,
-        local=True))                                                # [states, N]
+        score, jnp.asarray(test), params.gamma, local=True))       # [states, N]
     terms = local.sum(axis=1) / args.n                              # per state, per particle
     rows.append({"features": features, "bound": float(terms.mean()),
                  "se": float(terms.std() / np.sqrt(len(terms))), "free": free,
@@ -131,7 +136,9 @@ def to_markdown(args, rows) -> str:
       f"- network and loss: `active_matter.train_score` (LocalTransformer, "
       f"{cfg.num_neighbors} neighbours, width {cfg.width}, depth {cfg.depth}, g-shift, "
       f"implicit score matching on g), {args.steps:,} Adam steps (cosine from "
-      f"{cfg.learning_rate:g}), batch 8 states, all particles queried",
+      f"{cfg.learning_rate:g}), batch 8 states, all particles queried"
+      + ("; harmonic: `active.harmonic_self_propulsion_score`, no parameters and no "
+         "training" if "harmonic" in args.features else ""),
       "- columns (nats per unit time per particle): the lower bound "
       "(`hypoelliptic_entropy_production_bound`, held-out states, with its standard error "
       "over states) and the rate of the same states without a score "

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -305,8 +305,9 @@ def velocity_features(state: Array, params: AOUPParams,
   phase separation runs), let :math:`u = b_x / (v_0\sqrt\gamma)` (``[N, d]``, units of
   square-root time: the position drift of :func:`aoup_drift` over the self-propulsion
   speed, over :math:`\sqrt\gamma`) and :math:`a = (\nabla_x b_x)\,u` (inverse
-  square-root time), a forward derivative of the drift along ``u`` at fixed ``g``. For harmonic forces (a constant symmetric Jacobian
-  :math:`J = \nabla_x b_x`, e.g. trapped particles, ``k = 0``) the stationary density
+  square-root time), a forward derivative of the drift along ``u`` at fixed ``g``. For
+  harmonic forces (a constant symmetric Jacobian :math:`J = \nabla_x b_x`, e.g. trapped
+  particles, ``k = 0``) the stationary density
   has :math:`\Sigma_{xg} = -v_0 (J - \gamma)^{-1}` and :math:`\Sigma_{xx} = v_0^2
   J^{-1}(J - \gamma)^{-1}`, so ``g`` given ``x`` is Gaussian with mean :math:`-Jx/v_0`
   and covariance :math:`-\gamma (J - \gamma)^{-1}`, and the score is exactly
@@ -347,6 +348,64 @@ def velocity_features(state: Array, params: AOUPParams,
   b, acceleration = jax.jvp(drift_x, (state[0],), (drift_x(state[0]) * scale,))
   return VelocityFeatures(b * scale, acceleration,
                           aoup_drift_blocks(state[0], params, neighbors))
+
+
+def harmonic_self_propulsion_score(params: AOUPParams, max_neighbors: Optional[int] = None,
+                                   max_per_cell: Optional[int] = None) -> Callable:
+  r"""The self-propulsion score that is exact for harmonic forces, applied as it stands
+  to any forces: :math:`s_g = (a - \gamma u)/\sqrt\gamma` from
+  :func:`velocity_features`, with no parameters.
+
+  For a constant symmetric position Jacobian :math:`J` (trapped particles, an elastic
+  network) this is the stationary :math:`\nabla_g \log\rho` of Boffi &
+  Vanden-Eijnden's active particles with :math:`\epsilon = 0` (PNAS 2024); for soft
+  repulsion it uses the local :math:`J(x)` as if it were constant. A baseline that
+  needs no training: :func:`entropylab.production.hypoelliptic_entropy_production_bound`
+  of it is a valid lower bound on the rate for any forces, and shows how much of the
+  rate the harmonic picture certifies (``benchmarks/velocity_features.py``).
+
+  Args:
+    params: the system; needs :math:`\epsilon = 0` and ``v0 != 0``.
+    max_neighbors: build a :func:`neighbor_list` with this many slots per particle
+      (``O(N K)``; partners beyond its capacities are dropped, which changes the score
+      but keeps it a function of the state); ``None`` sums all pairs (``O(N^2)``).
+    max_per_cell: particles a cell of that list can hold (default as in
+      :func:`aoup_score_free_entropy_production`).
+
+  Returns:
+    ``s(state [2, N, d], query [M] or None, self_shift [2, M, d] or None) -> [2, M, d]``
+    in the form that :func:`entropylab.production.local_implicit_score_matching_terms`
+    takes: the ``g`` part is the score (inverse units of ``g``), the ``x`` part zero;
+    ``self_shift[1]`` moves particle ``m``'s own ``g`` (exact divergences in ``g``).
+  """
+  check_params(params)
+  if params.epsilon != 0:
+    raise ValueError(f"params.epsilon must be 0 (noise in g only), got {params.epsilon}")
+  if params.v0 == 0:
+    raise ValueError("params.v0 must be non-zero: the velocity is scaled by it")
+  if max_neighbors is not None:
+    _checks.check_positive_int(max_neighbors, "max_neighbors")
+  if max_per_cell is not None:
+    _checks.check_positive_int(max_per_cell, "max_per_cell")
+  params = AOUPParams(*(float(v) for v in params))
+  root_gamma = math.sqrt(params.gamma)
+  cutoff = interaction_cutoff(params)
+
+  def score(state, query=None, self_shift=None):
+    nb = None
+    if max_neighbors is not None:
+      capacity = max_per_cell or _default_max_per_cell(params, cutoff, state.shape[-1])
+      nb = neighbor_list(state[0], params, cutoff, max_neighbors, capacity)
+    f = velocity_features(state, params, nb)
+    q = jnp.arange(state.shape[1]) if query is None else query
+    u, a = f.velocity[q], f.acceleration[q]
+    if self_shift is not None:
+      dg = self_shift[1] / root_gamma
+      u, a = u + dg, a + jnp.einsum("mab,mb->ma", f.blocks[q], dg)
+    s_g = (a - params.gamma * u) / root_gamma
+    return jnp.stack([jnp.zeros_like(s_g), s_g])
+
+  return score
 
 
 def aoup_score_free_entropy_production(x, params: AOUPParams, local: bool = False,
@@ -653,8 +712,8 @@ def simulate_aoup(key: Array, state0, params: AOUPParams, dt: float, n_steps: in
       finite = finite.reshape(-1, finite.shape[-1])
       first_bad = int(np.min(np.where(finite.all(-1), finite.shape[-1],
                                       np.argmin(finite, axis=-1))))
-      raise FloatingPointError(f"non-finite state at step {start_step + (first_bad + 1) * save_every}"
-                               f" (dt={dt})")
+      bad_step = start_step + (first_bad + 1) * save_every
+      raise FloatingPointError(f"non-finite state at step {bad_step} (dt={dt})")
   return result
 
 
@@ -842,6 +901,7 @@ __all__ = [
     "aoup_drift_divergence",
     "aoup_score_free_entropy_production",
     "box_half_width",
+    "harmonic_self_propulsion_score",
     "interaction_cutoff",
     "local_packing_fraction",
     "minimum_image",
