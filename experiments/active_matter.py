@@ -145,6 +145,10 @@ class Config:
   # sqrt(gamma) (- g with shift_g). For harmonic forces the exact s_g is then a linear
   # function of the particle's own u and a. "none": the state alone (earlier runs).
   score_features: str = "velocity"
+  # With velocity features: add that harmonic score, (a - gamma u) / sqrt(gamma)
+  # (active.harmonic_self_propulsion_score), in place of -g (which it equals for free
+  # particles), so that the network learns only the correction for soft repulsion.
+  shift_harmonic: bool = False
   transfer_factor: int = 4
   transfer_packing: tuple[float, ...] = (0.3, 0.7)
   seed: int = 0
@@ -170,6 +174,9 @@ class Config:
                        f"{self.score_features!r}")
     if self.score_features == "velocity" and self.v0 == 0:
       raise ValueError("score_features 'velocity' scales by v0, which is 0")
+    if self.shift_harmonic and self.score_features != "velocity":
+      raise ValueError("shift_harmonic needs score_features 'velocity', got "
+                       f"{self.score_features!r}")
     if self.score_loss not in ("ism_g", "ism_g_only", "dsm"):
       raise ValueError("score_loss must be 'ism_g', 'ism_g_only' or 'dsm', got "
                        f"{self.score_loss!r}")
@@ -268,7 +275,8 @@ def local_score(net, net_params, params: active.AOUPParams, cfg: Config,
   (neighbours' ``u`` as ``features``; its own ``u`` and ``a``, moved with the shift of
   its own ``g``, as ``self_features``) and its g output is divided by ``sqrt(gamma)``;
   with ``shift_g``, ``(0, -g)`` is added (the g-part of Boffi & Vanden-Eijnden's shift;
-  its x-part divides by epsilon, which is 0 here). Positions are folded into the box
+  its x-part divides by epsilon, which is 0 here), or with ``shift_harmonic`` the
+  harmonic score ``(a - gamma u) / sqrt(gamma)`` of the shifted ``u`` and ``a`` instead. Positions are folded into the box
   first. The form that ``prod.local_implicit_score_matching_loss`` and
   ``prod.hypoelliptic_entropy_production_bound`` take; their divergences in ``g`` are
   exact. (With velocity features, the x-part of ``self_shift`` moves the network's
@@ -304,7 +312,9 @@ def local_score(net, net_params, params: active.AOUPParams, cfg: Config,
     out = net.apply(net_params, z, half, query, self_shift, features, own)
     if velocity:
       out = out.at[1].divide(root_gamma)
-    if cfg.shift_g:
+    if cfg.shift_harmonic:
+      out = out.at[1].add((a - params.gamma * u) / root_gamma)
+    elif cfg.shift_g:
       g = z[1][q]
       out = out.at[1].add(-(g if self_shift is None else g + self_shift[1]))
     return out

@@ -155,6 +155,31 @@ def test_g_shift_is_exact_for_a_zero_network():
   assert float(jnp.sum((z[1] + shifted[1]) ** 2)) == 0.0
 
 
+def test_harmonic_shift_with_a_zero_network_is_the_harmonic_score():
+  """With NN = 0 and ``shift_harmonic`` the score is ``harmonic_self_propulsion_score``
+  at every particle subset and own shift of g, so the loss and the bound see that
+  formula at initialisation; the shift needs velocity features."""
+  class Zero:
+    @staticmethod
+    def apply(params, z, half_width, query=None, self_shift=None, features=None,
+              self_features=None):
+      return jnp.zeros_like(z if query is None else z[:, query])
+
+  params = am.system(TINY, 40, 0.5)
+  z = active.random_configuration(jax.random.key(1), 40, params)
+  cfg = dataclasses.replace(TINY, shift_harmonic=True)
+  got = am.local_score(Zero, None, params, cfg)
+  want = active.harmonic_self_propulsion_score(params, cfg.max_neighbors, cfg.max_per_cell)
+  query = jnp.array([5, 0, 17])
+  shift = jax.random.normal(jax.random.key(2), (2, 3, 2))
+  # float32, overlapping random particles: scores up to 1e6 from a - gamma u.
+  np.testing.assert_allclose(got(z, query, shift), want(z, query, shift), rtol=1e-4)
+  np.testing.assert_allclose(got(z), want(z), rtol=1e-4)
+  assert float(jnp.max(jnp.abs(got(z)[1] + z[1]))) > 1e-3     # not the -g shift
+  with pytest.raises(ValueError, match="shift_harmonic"):
+    dataclasses.replace(cfg, score_features="none").validate()
+
+
 def test_dsm_baseline_is_the_dsm_training_run_again(tmp_path):
   """The baseline network is trained by the "dsm" recipe: with the main network trained
   by that recipe too, at the same steps and batch, both give the same numbers."""
