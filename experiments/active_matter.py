@@ -304,10 +304,8 @@ def local_score(net, net_params, params: active.AOUPParams, cfg: Config,
     features = own = None
     if velocity:
       f = features_fn(z)
-      u, a = f.velocity[q], f.acceleration[q]
-      if self_shift is not None:
-        dg = self_shift[1] / root_gamma
-        u, a = u + dg, a + jnp.einsum("mab,mb->ma", f.blocks[q], dg)
+      u, a = active.own_velocity_features(f, q, None if self_shift is None else self_shift[1],
+                                          params.gamma)
       features, own = f.velocity, jnp.concatenate([u, a], axis=-1)
     out = net.apply(net_params, z, half, query, self_shift, features, own)
     if velocity:

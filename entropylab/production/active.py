@@ -350,6 +350,33 @@ def velocity_features(state: Array, params: AOUPParams,
                           aoup_drift_blocks(state[0], params, neighbors))
 
 
+def own_velocity_features(features: VelocityFeatures, query: Optional[Array] = None,
+                          shift_g: Optional[Array] = None, gamma: float = 1.0
+                          ) -> tuple[Array, Array]:
+  r"""The queried particles' ``(u, a)`` of :func:`velocity_features` as they are when
+  each one's own ``g`` moves by ``shift_g``: :math:`u_m + \delta_m/\sqrt\gamma` and
+  :math:`a_m + J_{mm}\delta_m/\sqrt\gamma` (exact, since ``u`` is linear in ``g`` and
+  ``a = J u`` with ``J`` a function of the positions), the inputs through which a
+  per-particle divergence in ``g`` is taken.
+
+  Args:
+    features: :func:`velocity_features` of the state (``[N, d]``, ``[N, d]``,
+      ``[N, d, d]``).
+    query: particle indices ``[M]`` (all ``N`` if ``None``).
+    shift_g: ``[M, d]`` shift of each queried particle's own ``g``, or ``None``.
+    gamma: the relaxation rate :math:`\gamma > 0` the features were scaled with.
+
+  Returns:
+    ``(u [M, d], a [M, d])``.
+  """
+  q = jnp.arange(features.velocity.shape[0]) if query is None else query
+  u, a = features.velocity[q], features.acceleration[q]
+  if shift_g is None:
+    return u, a
+  dg = shift_g / jnp.sqrt(gamma)
+  return u + dg, a + jnp.einsum("mab,mb->ma", features.blocks[q], dg)
+
+
 def harmonic_self_propulsion_score(params: AOUPParams, max_neighbors: Optional[int] = None,
                                    max_per_cell: Optional[int] = None) -> Callable:
   r"""The self-propulsion score that is exact for harmonic forces, applied as it stands
@@ -396,12 +423,8 @@ def harmonic_self_propulsion_score(params: AOUPParams, max_neighbors: Optional[i
     if max_neighbors is not None:
       capacity = max_per_cell or _default_max_per_cell(params, cutoff, state.shape[-1])
       nb = neighbor_list(state[0], params, cutoff, max_neighbors, capacity)
-    f = velocity_features(state, params, nb)
-    q = jnp.arange(state.shape[1]) if query is None else query
-    u, a = f.velocity[q], f.acceleration[q]
-    if self_shift is not None:
-      dg = self_shift[1] / root_gamma
-      u, a = u + dg, a + jnp.einsum("mab,mb->ma", f.blocks[q], dg)
+    u, a = own_velocity_features(velocity_features(state, params, nb), query,
+                                 None if self_shift is None else self_shift[1], params.gamma)
     s_g = (a - params.gamma * u) / root_gamma
     return jnp.stack([jnp.zeros_like(s_g), s_g])
 
@@ -906,6 +929,7 @@ __all__ = [
     "local_packing_fraction",
     "minimum_image",
     "neighbor_list",
+    "own_velocity_features",
     "packing_groups",
     "pair_forces",
     "pair_forces_dense",
