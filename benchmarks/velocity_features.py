@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.velocity_features [--n 256] [--chains 4] [--sim-steps 8000]
 [--steps 300] [--features none velocity [residual harmonic]] [--gamma 1e-4]
-[--start clump|uniform]
+[--start clump|uniform] [--width 64] [--depth 2]
 [--tag TAG] [--out DIR]``
 
 ``--chains`` chains (four by default) of the MIPS model (v0 = 0.025, gamma = 1e-4,
@@ -63,13 +63,15 @@ def parse_args(argv):
   parser.add_argument("--gamma", type=float, default=1e-4,
                       help="relaxation rate of the self-propulsion")
   parser.add_argument("--start", choices=["clump", "uniform"], default="clump")
+  parser.add_argument("--width", type=int, default=am.Config.width, help="network width")
+  parser.add_argument("--depth", type=int, default=am.Config.depth, help="network layers")
   parser.add_argument("--tag", default="", help="suffix of the results file name")
   parser.add_argument("--out", type=Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
   if args.sim_steps < 40 or args.sim_steps % 40:
     parser.error("--sim-steps must be a positive multiple of 40")
-  if min(args.n, args.steps, args.chains) < 1:
-    parser.error("--n, --steps and --chains must be positive")
+  if min(args.n, args.steps, args.chains, args.width, args.depth) < 1:
+    parser.error("--n, --steps, --chains, --width and --depth must be positive")
   if not args.gamma > 0:
     parser.error("--gamma must be positive")
   return args
@@ -108,6 +110,7 @@ def measure(args):
       score = active.harmonic_self_propulsion_score(params, max_neighbors=64, max_per_cell=24)
     else:
       cfg = dataclasses.replace(am.Config(), n_particles=args.n, train_steps=args.steps,
+                                width=args.width, depth=args.depth,
                                 batch_size=8, query_size=args.n, progress=False,
                                 score_features="none" if features == "none" else "velocity",
                                 shift_harmonic=features == "residual",
@@ -139,7 +142,7 @@ def to_markdown(args, rows) -> str:
       f"{15 * args.chains} training and {5 * args.chains} held-out states from the second "
       f"half (dense share {rows[0]['dense']:.3f})",
       f"- network and loss: `active_matter.train_score` (LocalTransformer, "
-      f"{cfg.num_neighbors} neighbours, width {cfg.width}, depth {cfg.depth}, g-shift, "
+      f"{cfg.num_neighbors} neighbours, width {args.width}, depth {args.depth}, g-shift, "
       f"implicit score matching on g), {args.steps:,} Adam steps (cosine from "
       f"{cfg.learning_rate:g}), batch 8 states, all particles queried"
       + ("; residual: the same on top of the harmonic score (`shift_harmonic`, in place "
