@@ -133,24 +133,27 @@ def test_config_validation():
     dataclasses.replace(TINY, monitor_states=-1).validate()
 
 
+class ZeroNet:
+  """A network whose output is zero, in ``LocalTransformer``'s call form."""
+
+  @staticmethod
+  def apply(params, z, half_width, query=None, self_shift=None, features=None,
+            self_features=None):
+    return jnp.zeros_like(z if query is None else z[:, query])
+
+
 def test_g_shift_is_exact_for_a_zero_network():
   """With NN = 0 the shifted score is (0, -g), the exact score of g when it is
   independent of x (v0 = 0), so the hypoelliptic rate gamma E|g + s_g|^2 is exactly 0;
   without the shift the same network's score is 0 and the rate is gamma E|g|^2."""
-  class Zero:
-    @staticmethod
-    def apply(params, z, half_width, query=None, self_shift=None, features=None,
-              self_features=None):
-      return jnp.zeros_like(z if query is None else z[:, query])
-
   params = am.system(TINY, 40, 0.5)
   z = active.random_configuration(jax.random.key(0), 40, params)
   for features in ("velocity", "none"):
     cfg = dataclasses.replace(TINY, score_features=features)
-    shifted = am.score_function(Zero, None, params, cfg)(z)
+    shifted = am.score_function(ZeroNet, None, params, cfg)(z)
     np.testing.assert_array_equal(shifted[0], 0.0)
     np.testing.assert_array_equal(shifted[1], -z[1])
-  plain = am.score_function(Zero, None, params, dataclasses.replace(TINY, shift_g=False))(z)
+  plain = am.score_function(ZeroNet, None, params, dataclasses.replace(TINY, shift_g=False))(z)
   np.testing.assert_array_equal(plain, 0.0)
   assert float(jnp.sum((z[1] + shifted[1]) ** 2)) == 0.0
 
@@ -159,16 +162,10 @@ def test_harmonic_shift_with_a_zero_network_is_the_harmonic_score():
   """With NN = 0 and ``shift_harmonic`` the score is ``harmonic_self_propulsion_score``
   at every particle subset and own shift of g, so the loss and the bound see that
   formula at initialisation; the shift needs velocity features."""
-  class Zero:
-    @staticmethod
-    def apply(params, z, half_width, query=None, self_shift=None, features=None,
-              self_features=None):
-      return jnp.zeros_like(z if query is None else z[:, query])
-
   params = am.system(TINY, 40, 0.5)
   z = active.random_configuration(jax.random.key(1), 40, params)
   cfg = dataclasses.replace(TINY, shift_harmonic=True)
-  got = am.local_score(Zero, None, params, cfg)
+  got = am.local_score(ZeroNet, None, params, cfg)
   want = active.harmonic_self_propulsion_score(params, cfg.max_neighbors, cfg.max_per_cell)
   query = jnp.array([5, 0, 17])
   shift = jax.random.normal(jax.random.key(2), (2, 3, 2))
