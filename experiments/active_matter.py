@@ -276,8 +276,9 @@ def local_score(net, net_params, params: active.AOUPParams, cfg: Config,
   its own ``g``, as ``self_features``) and its g output is divided by ``sqrt(gamma)``;
   with ``shift_g``, ``(0, -g)`` is added (the g-part of Boffi & Vanden-Eijnden's shift;
   its x-part divides by epsilon, which is 0 here), or with ``shift_harmonic`` the
-  harmonic score ``(a - gamma u) / sqrt(gamma)`` of the shifted ``u`` and ``a`` instead. Positions are folded into the box
-  first. The form that ``prod.local_implicit_score_matching_loss`` and
+  harmonic score ``(a - gamma u) / sqrt(gamma)`` of the shifted ``u`` and ``a`` instead.
+  Positions are folded into the box first. The form that
+  ``prod.local_implicit_score_matching_loss`` and
   ``prod.hypoelliptic_entropy_production_bound`` take; their divergences in ``g`` are
   exact. (With velocity features, the x-part of ``self_shift`` moves the network's
   offsets but not the features, so a divergence in ``x``, which no loss here uses,

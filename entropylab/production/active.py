@@ -357,7 +357,8 @@ def own_velocity_features(features: VelocityFeatures, query: Optional[Array] = N
   each one's own ``g`` moves by ``shift_g``: :math:`u_m + \delta_m/\sqrt\gamma` and
   :math:`a_m + J_{mm}\delta_m/\sqrt\gamma` (exact, since ``u`` is linear in ``g`` and
   ``a = J u`` with ``J`` a function of the positions), the inputs through which a
-  per-particle divergence in ``g`` is taken.
+  per-particle divergence in ``g`` is taken for Boffi & Vanden-Eijnden's active
+  particles with noise in ``g`` only (PNAS 2024).
 
   Args:
     features: :func:`velocity_features` of the state (``[N, d]``, ``[N, d]``,
@@ -367,12 +368,17 @@ def own_velocity_features(features: VelocityFeatures, query: Optional[Array] = N
     gamma: the relaxation rate :math:`\gamma > 0` the features were scaled with.
 
   Returns:
-    ``(u [M, d], a [M, d])``.
+    ``(u [M, d], a [M, d])``: units of square-root time and its inverse.
   """
+  if _checks.is_concrete(jnp.asarray(gamma)) and not float(gamma) > 0:
+    raise ValueError(f"gamma must be > 0, got {gamma}")
   q = jnp.arange(features.velocity.shape[0]) if query is None else query
   u, a = features.velocity[q], features.acceleration[q]
   if shift_g is None:
     return u, a
+  if shift_g.shape != u.shape:
+    raise ValueError(f"shift_g must be [M, d] = {u.shape} for the queried particles, got "
+                     f"shape {shift_g.shape}")
   dg = shift_g / jnp.sqrt(gamma)
   return u + dg, a + jnp.einsum("mab,mb->ma", features.blocks[q], dg)
 

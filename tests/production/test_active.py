@@ -348,6 +348,11 @@ def test_harmonic_score_divergence_and_bound(x64):
     active.harmonic_self_propulsion_score(p, max_neighbors=0)
   with pytest.raises(ValueError, match="v0"):
     active.harmonic_self_propulsion_score(p._replace(v0=0.0))
+  feats = active.velocity_features(state, p)
+  with pytest.raises(ValueError, match="gamma"):
+    active.own_velocity_features(feats, None, None, 0.0)
+  with pytest.raises(ValueError, match="shift_g"):
+    active.own_velocity_features(feats, jnp.array([0, 1]), jnp.zeros((3, d)), p.gamma)
 
 
 @pytest.mark.parametrize("epsilon", [0.0, 0.25])
