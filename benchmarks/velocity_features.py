@@ -139,7 +139,8 @@ def measure(args):
         score, jnp.asarray(train), params.gamma)) / args.n
     rows.append({"features": features, "bound": float(terms.mean()),
                  "se": float(terms.std() / np.sqrt(len(terms))), "free": free,
-                 "train_bound": fitted, "free_train": free_train, "plug_in": plug_in_rate(score, test, params) / args.n,
+                 "train_bound": fitted, "free_train": free_train,
+                 "plug_in": plug_in_rate(score, test, params) / args.n,
                  "dense": dense, "seconds": seconds,
                  "groups": {k: (float(local[m].mean()), free_groups[k], float(m.mean()))
                             for k, m in groups.items()}})
@@ -169,9 +170,8 @@ def to_markdown(args, rows) -> str:
       "over states) and the rate of the same states without a score "
       "(`aoup_score_free_entropy_production`)",
       "- also: the bound on the training states against their own score-free rate, and "
-      "the plug-in rate "
-      "`gamma E|g + s_g|^2` of the held-out states (the rate the score reports; equal to "
-      "the bound only at the exact score)",
+      "the plug-in rate `gamma E|g + s_g|^2` of the held-out states (the rate the score "
+      "reports; equal to the bound only at the exact score)",
       "",
       "| score_features | lower bound | standard error | score-free rate | bound / rate | "
       "bound, training states | score-free rate, training states | plug-in rate | "
@@ -180,7 +180,8 @@ def to_markdown(args, rows) -> str:
   ]
   for r in rows:
     lines.append(f"| {r['features']} | {r['bound']:.4f} | {r['se']:.4f} | {r['free']:.4f} | "
-                 f"{r['bound'] / r['free']:.1%} | {r['train_bound']:.4f} | {r['free_train']:.4f} | "
+                 f"{r['bound'] / r['free']:.1%} | {r['train_bound']:.4f} | "
+                 f"{r['free_train']:.4f} | "
                  f"{r['plug_in']:.4f} | {r['seconds']:.0f} |")
   lines += ["", "By local packing (`active.packing_groups`): share of particles, and per "
             "particle the lower bound / the score-free rate:", "",
