@@ -72,6 +72,7 @@ Outputs: ``local_epr.png``, ``training.png``, ``table.md``, ``summary.json``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import zlib
@@ -402,24 +403,54 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
   return net, trained
 
 
+@functools.lru_cache(maxsize=32)
+def _evaluation_program(net, params: active.AOUPParams, cfg: Config) -> Callable:
+  """One jitted program per network, system and config (and, inside ``jax.jit``, per
+  shape) that returns :func:`evaluate`'s arrays for ``(net_params, x [B, 2, N, 2])``. A
+  resumed run and every transfer system with the same shapes reuse it, where fresh
+  closures would be traced and compiled again for each call."""
+  drift = lambda z: active.aoup_drift(z, params)
+
+  @jax.jit
+  def program(net_params, x):
+    score = score_function(net, net_params, params, cfg)
+    diffusion = jnp.broadcast_to(active.aoup_diffusion(params), x.shape[1:])
+    local = jax.lax.map(
+        lambda z: prod.entropy_production_rate(drift, score, diffusion, z[None], local=True),
+        x)                                                      # [B, 2, N, 2]
+    v = jax.lax.map(prod.probability_flow_velocity(drift, score, diffusion), x)
+    s = jax.lax.map(score, x)
+    out = {"per_particle": local.sum(axis=(1, 3)),                # [B, N]
+           "resid": jnp.mean(jnp.sum(v * s, axis=(1, 2, 3))),
+           "scale": jnp.mean(jnp.sqrt(jnp.sum(v * v, axis=(1, 2, 3))
+                                      * jnp.sum(s * s, axis=(1, 2, 3)))),
+           # The rate without a score (phase-space contraction at eps = 0), exact in
+           # expectation over the stationary density: the reference the learned numbers
+           # are measured against.
+           "free": active.aoup_score_free_entropy_production(
+               x, params, local=True, max_neighbors=64, max_per_cell=48),  # [B, N]
+           "groups": active.packing_groups(x[:, 0], params)}
+    if params.epsilon == 0:
+      out["bound"] = prod.hypoelliptic_entropy_production_bound(
+          local_score(net, net_params, params, cfg), x, params.gamma, local=True)  # [B, N]
+    return out
+
+  return program
+
+
 def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
              cfg: Config) -> dict:
   """On samples ``x [B, 2, N, 2]``: the total and per-particle plug-in EPR (hypoelliptic
   or elliptic by ``params.epsilon``), the stationarity residual, and with eps = 0 the
   lower bound ``prod.hypoelliptic_entropy_production_bound`` (total and per particle),
   which needs samples independent of the training data to hold."""
-  score = score_function(net, net_params, params, cfg)
-  drift = lambda z: active.aoup_drift(z, params)
-  diffusion = jnp.broadcast_to(active.aoup_diffusion(params), x.shape[1:])
-  xj = jnp.asarray(x)
-  local = np.asarray(jax.lax.map(
-      lambda z: prod.entropy_production_rate(drift, score, diffusion, z[None], local=True),
-      xj))                                                      # [B, 2, N, 2]
-  per_particle = local.sum(axis=(1, 3))                         # [B, N]
-  v = jax.lax.map(prod.probability_flow_velocity(drift, score, diffusion), xj)
-  s = jax.lax.map(score, xj)
-  resid = float(jnp.mean(jnp.sum(v * s, axis=(1, 2, 3))))
-  scale = float(jnp.mean(jnp.sqrt(jnp.sum(v * v, axis=(1, 2, 3)) * jnp.sum(s * s, axis=(1, 2, 3)))))
+  # Parameters restored from a checkpoint are committed to a device and fresh ones are
+  # not, which jit tells apart: committing both keeps one compiled program for both.
+  device = jax.devices()[0]
+  arrays = jax.device_get(_evaluation_program(net, params, cfg)(
+      jax.device_put(net_params, device), jax.device_put(jnp.asarray(x), device)))
+  per_particle = np.asarray(arrays["per_particle"])
+  resid, scale = float(arrays["resid"]), float(arrays["scale"])
   total = float(per_particle.sum(axis=1).mean())
   if not math.isfinite(total):
     raise FloatingPointError(f"the EPR estimate is {total}")
@@ -427,14 +458,10 @@ def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
          "stationarity_relative": resid / scale if scale > 0 else float("nan"),
          "per_particle": per_particle, "bound_total": None, "bound_per_particle": None,
          "bound_local": None}
-  # The rate without a score (phase-space contraction at eps = 0), exact in expectation
-  # over the stationary density: the reference the learned numbers are measured against.
-  free = np.asarray(active.aoup_score_free_entropy_production(
-      xj, params, local=True, max_neighbors=64, max_per_cell=48))              # [B, N]
+  free = np.asarray(arrays["free"])
   out.update(score_free_per_particle=float(free.sum(axis=1).mean() / x.shape[2]))
   if params.epsilon == 0:
-    bound = np.asarray(prod.hypoelliptic_entropy_production_bound(
-        local_score(net, net_params, params, cfg), xj, params.gamma, local=True))
+    bound = np.asarray(arrays["bound"])
     total_bound = float(bound.sum(axis=1).mean())
     if not math.isfinite(total_bound):
       raise FloatingPointError(f"the EPR bound is {total_bound}")
@@ -442,8 +469,7 @@ def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
                bound_local=bound)
   # Where it is produced: per-particle means over particles grouped by local packing
   # (phase_fractions' thresholds; the middle group holds the cluster interfaces).
-  groups = {name: np.asarray(mask)
-            for name, mask in active.packing_groups(xj[:, 0], params).items()}
+  groups = {name: np.asarray(mask) for name, mask in arrays["groups"].items()}
   out["by_packing"] = {
       name: {"share": float(mask.mean()),
              "epr": float(per_particle[mask].mean()) if mask.any() else None,

@@ -336,6 +336,11 @@ def fit(loss_fn: Callable[..., Any],
   state = init_state(params, optimizer, key)
   if mesh is not None:
     state = devices.replicate(state, mesh)
+  else:
+    # Committed to one device, as a restored state is: jit tells committed arrays from
+    # uncommitted ones, so a resumed run then compiles the same program as a fresh one
+    # (and finds it in JAX's persistent compilation cache when one is set).
+    state = jax.device_put(state, jax.local_devices()[0])
 
   if resume:
     restored = checkpoint.restore(ckpt_dir, state)

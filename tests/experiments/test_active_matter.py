@@ -55,23 +55,23 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
     return net.apply(net_params, z, params.half_width, None, None, f.velocity,
                      jnp.concatenate([f.velocity, f.acceleration], -1))
 
-  nn_g = jax.vmap(network)(x)[:, 1]
+  nn_g = jax.jit(jax.vmap(network))(x)[:, 1]
   direct = float(jnp.mean(jnp.sum(nn_g ** 2, axis=(1, 2))))
   assert summary["epr_total"] == pytest.approx(direct, rel=1e-4)
   # The lower bound 2 gamma [1/2 |g|^2 - d - 1/2 |s_g|^2 - div_g s_g] per particle, with
   # the divergence from the score's full Jacobian (one derivative per coordinate, through
   # the features too): the per-particle shift of the training loss and bound is exact.
   score = am.score_function(net, net_params, params, TINY)
-  diag = jax.vmap(lambda z: prod.jacobian_diagonal(score, z))(x)[:, 1]
-  s_g = jax.vmap(score)(x)[:, 1]
+  diag = jax.jit(jax.vmap(lambda z: prod.jacobian_diagonal(score, z)))(x)[:, 1]
+  s_g = jax.jit(jax.vmap(score))(x)[:, 1]
   terms = 0.5 * jnp.sum(x[:, 1] ** 2, -1) - 2 - 0.5 * jnp.sum(s_g ** 2, -1) - jnp.sum(diag, -1)
   bound = 2 * TINY.gamma * float(jnp.mean(jnp.sum(terms, axis=1)))
   assert summary["bound_per_particle"] * 40 == pytest.approx(bound, rel=1e-4, abs=1e-9)
   # The score-free rate: the generic form with the full Jacobian diagonal of the
   # all-pairs drift, on the same states.
-  free = prod.score_free_entropy_production(
+  free = jax.jit(lambda x: prod.score_free_entropy_production(
       lambda z: active.aoup_drift(z, params),
-      jnp.broadcast_to(active.aoup_diffusion(params), x.shape[1:]), x)
+      jnp.broadcast_to(active.aoup_diffusion(params), x.shape[1:]), x))(x)
   assert summary["score_free_per_particle"] * 40 == pytest.approx(float(free), rel=1e-4)
   # The packing groups partition the particles: shares sum to 1 and the share-weighted
   # group means give back the per-particle totals.
