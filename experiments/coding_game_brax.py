@@ -128,10 +128,17 @@ def _programs(cfg: Config):
     return fn
 
   @functools.partial(jax.jit, static_argnums=0)
-  def play(method, params, key, messages, rate, std_scale):
+  def play_on_mesh(method, params, key, messages, rate, std_scale):
     return rl.play_coding_game(key, env, policy(params, std_scale), messages, prior, rate,
                                method, horizon=cfg.horizon, discount=cfg.discount,
                                mesh=mesh)
+
+  def play(method, params, *args):
+    # The episodes are sharded over the mesh, so the policy's parameters go on all of its
+    # devices (a restored checkpoint's are committed to one device, which jit refuses).
+    if mesh is not None:
+      params = devices.replicate(params, mesh)
+    return play_on_mesh(method, params, *args)
 
   nominal = jax.jit(jax.vmap(lambda st, k: train.rollout(st, k, 1.0, None, 0.0,
                                                          cfg.horizon), in_axes=(None, 0)))

@@ -173,6 +173,7 @@ def train_resumable(iteration, state, train_dir: RunDir, iterations: int,
     raise ValueError(f"{train_dir.path} already holds checkpoints; pass resume=True to "
                      "continue, or use a fresh run directory")
   done = 0
+  state = devices.commit(state)  # as a restored state is: one compiled program for both
   if resume:
     restored = checkpoint.restore(ckpt_dir, state)
     if restored is not None:

@@ -337,10 +337,7 @@ def fit(loss_fn: Callable[..., Any],
   if mesh is not None:
     state = devices.replicate(state, mesh)
   else:
-    # Committed to one device, as a restored state is: jit tells committed arrays from
-    # uncommitted ones, so a resumed run then compiles the same program as a fresh one
-    # (and finds it in JAX's persistent compilation cache when one is set).
-    state = jax.device_put(state, jax.local_devices()[0])
+    state = devices.commit(state)  # as a restored state is: one compiled program for both
 
   if resume:
     restored = checkpoint.restore(ckpt_dir, state)

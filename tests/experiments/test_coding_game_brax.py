@@ -1,7 +1,8 @@
 """The coding_game_brax experiment on a tiny config: a briefly trained SAC policy on
 Brax's inverted pendulum carries every message through EBIM at half the message
 entropy, a nearly deterministic version of it (std scaled by 0.02, the same compiled
-program) carries less, and a resumed run reuses its training checkpoint and cells."""
+program) carries less, and a resumed run reuses its training checkpoint and cells and plays a
+lost cell again."""
 
 import json
 
@@ -33,6 +34,9 @@ def test_tiny_run_decodes_and_resumes(tmp_path):
   assert (run_dir.path / "train" / "checkpoints").exists()
   for name in ("reward_accuracy", "belief_entropy"):
     assert run_dir.figure_path(name).stat().st_size > 0
+  # Resume with one cell lost: it is played again with the restored policy (committed
+  # to one device, the episodes sharded over four) and comes out the same.
+  (run_dir.path / "cells" / "s0_02_r2_ebim.json").unlink()
   again = cgb.run(TINY, run_dir, resume=True)
   assert again == summary
   with pytest.raises(ValueError, match="already holds checkpoints"):

@@ -149,3 +149,37 @@ def test_mesh_checkpoint_restores_in_fresh_single_device_process(mesh, tmp_path)
     assert int(f["__devices__"]) == 1
     for name, value in _train_script.flat_params(state.params).items():
       np.testing.assert_array_equal(f[name], value)
+
+
+def test_commit_lets_a_restored_state_reuse_the_compiled_program(tmp_path, mesh):
+  """A jitted function's output is uncommitted and a restored checkpoint is committed,
+  which jit compiles for separately; after ``commit`` the fresh state and the restored
+  one share one compiled program. Values, key leaves and sharded leaves are unchanged."""
+  from jax import monitoring
+  from entropylab.runner import checkpoint
+  fresh = jax.jit(lambda k: {"w": jnp.arange(3.0) * 2, "key": k})(jax.random.key(0))
+  sharded = devices.replicate(jnp.ones(4), mesh)
+  committed = devices.commit({**fresh, "sharded": sharded})
+  assert committed["sharded"] is sharded
+  np.testing.assert_array_equal(committed["w"], fresh["w"])
+  np.testing.assert_array_equal(jax.random.key_data(committed["key"]),
+                                jax.random.key_data(fresh["key"]))
+  checkpoint.save(tmp_path, 1, fresh)
+  _, restored = checkpoint.restore(tmp_path, fresh)
+  compiles = []
+  listener = lambda name, secs, **kw: compiles.append(name)
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    def count(fn, tree):
+      before = compiles.count("/jax/core/compile/backend_compile_duration")
+      jax.block_until_ready(fn(tree))
+      return compiles.count("/jax/core/compile/backend_compile_duration") - before
+    total = lambda t: t["w"].sum() + jax.random.key_data(t["key"]).sum()
+    # Without commit: the restored state compiles a second program (the cost removed).
+    plain = jax.jit(lambda t: total(t))
+    assert [count(plain, fresh), count(plain, restored)] == [1, 1]
+    same = jax.jit(lambda t: total(t))
+    committed.pop("sharded")
+    assert [count(same, committed), count(same, restored)] == [1, 0]
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
