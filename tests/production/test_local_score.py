@@ -38,7 +38,8 @@ def test_self_divergence_is_the_trace_of_each_diagonal_jacobian_block(local_net)
   full = jax.jit(lambda z: prod.self_divergence(lambda sh: score(z, None, sh), z.shape))(state)
   np.testing.assert_allclose(full, diag, rtol=1e-4, atol=1e-5)
   query = jnp.array([7, 0, 23, 12, 3])
-  sub = prod.self_divergence(lambda sh: score(state, query, sh), (2, 5, 2), parts=(1,))
+  sub = jax.jit(lambda z: prod.self_divergence(lambda sh: score(z, query, sh), (2, 5, 2),
+                                               parts=(1,)))(state)
   np.testing.assert_allclose(sub[0], diag[1, query], rtol=1e-4, atol=1e-5)
 
 
@@ -50,13 +51,13 @@ def test_local_loss_equals_the_full_implicit_loss(local_net):
   np.testing.assert_allclose(both, full, rtol=1e-4)
   # Only the g-part: 1/2 |s_g|^2 plus the g-entries of the Jacobian diagonal.
   diag = jax.jit(jax.vmap(lambda z: prod.jacobian_diagonal(score, z)))(x)
-  want = float(jnp.mean(0.5 * jnp.sum(jax.vmap(score)(x)[:, 1] ** 2, axis=(1, 2))
+  want = float(jnp.mean(0.5 * jnp.sum(jax.jit(jax.vmap(score))(x)[:, 1] ** 2, axis=(1, 2))
                         + jnp.sum(diag[:, 1], axis=(1, 2))))
   got = jax.jit(lambda y: prod.local_implicit_score_matching_loss(score, y))(x)
   np.testing.assert_allclose(float(got), want, rtol=1e-4)
   # A subset of all N particles is a permutation: the same loss.
-  perm = float(prod.local_implicit_score_matching_loss(score, x, query_size=24,
-                                                       key=jax.random.key(0)))
+  perm = float(jax.jit(lambda y: prod.local_implicit_score_matching_loss(
+      score, y, query_size=24, key=jax.random.key(0)))(x))
   np.testing.assert_allclose(perm, want, rtol=1e-4)
 
 
@@ -64,7 +65,7 @@ def test_subset_loss_is_unbiased(local_net):
   """Mean over 800 random subsets of 4 of the 24 particles, scaled by 24 / 4, against the
   loss over all particles: within 4 standard errors of the subset mean."""
   score, state = local_net
-  full = float(prod.local_implicit_score_matching_loss(score, state[None]))
+  full = float(jax.jit(lambda y: prod.local_implicit_score_matching_loss(score, y))(state[None]))
   x = jnp.broadcast_to(state, (100,) + state.shape)
   subsets = jax.jit(lambda k: prod.local_implicit_score_matching_loss(score, x, query_size=4,
                                                                       key=k))
@@ -170,11 +171,12 @@ def test_local_denoising_loss_is_the_full_loss_on_the_same_noise(local_net):
   got = float(jax.jit(lambda y: prod.local_denoising_score_matching_loss(
       score, y, key, sigma, parts=(0, 1)))(x))
   keys = jax.random.split(key, x.shape[0])
-  full = lambda z: score(z)
+  full = jax.jit(lambda z: score(z))
   want = np.mean([float(prod.denoising_score_matching_loss(
       full, x[b:b + 1], jax.random.split(keys[b])[1], sigma)) for b in range(x.shape[0])])
   np.testing.assert_allclose(got, want, rtol=1e-5)
-  perm = float(prod.local_denoising_score_matching_loss(score, x, key, sigma, (0, 1), 24))
+  perm = float(jax.jit(lambda y: prod.local_denoising_score_matching_loss(
+      score, y, key, sigma, (0, 1), 24))(x))
   np.testing.assert_allclose(perm, got, rtol=1e-5)
   # Positions only: the g-part of the state is left as it is and not scored.
   xi = jnp.stack([jax.random.normal(jax.random.split(k)[1], (1, 24, 2)) for k in keys])
@@ -184,7 +186,8 @@ def test_local_denoising_loss_is_the_full_loss_on_the_same_noise(local_net):
       out = full(x[b].at[0].add(sign * sigma * xi[b, 0]))[0]
       total += 0.5 * float(jnp.sum((sigma * out + sign * xi[b, 0]) ** 2))
     return total
-  pos = float(prod.local_denoising_score_matching_loss(score, x, key, sigma, (0,)))
+  pos = float(jax.jit(lambda y: prod.local_denoising_score_matching_loss(
+      score, y, key, sigma, (0,)))(x))
   np.testing.assert_allclose(pos, np.mean([slow(b) for b in range(3)]), rtol=1e-5)
 
 

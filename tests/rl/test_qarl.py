@@ -6,7 +6,7 @@ import pytest
 
 from entropylab.rl import qarl
 from entropylab.rl import teacher as tch
-from entropylab.runner import checkpoint
+from entropylab.runner import checkpoint, devices
 
 TINY = qarl.QARLConfig(
     env="inverted_pendulum", mode="qarl", max_force=5.0, iterations=3, episodes=2,
@@ -45,7 +45,7 @@ def test_seeds_reproduce_resume_and_follow_the_teacher(tiny, tmp_path):
 
   # States committed to one device throughout, as the restored ones are: the step is
   # compiled once (an uncommitted start would compile it a second time for the restore).
-  start = lambda: jax.device_put(init(keys), jax.devices()[0])
+  start = lambda: devices.commit(init(keys))
   final, metrics = run(start(), 3)
   params = final.protagonist.sac.actor
   assert not np.allclose(*[np.asarray(jax.tree.leaves(params)[0])[i] for i in range(2)])
@@ -85,7 +85,9 @@ def test_robustness_grid_evaluates_every_cell_on_its_own_system(tiny):
   """The grid's cells see their own pole mass and friction: the returns are not all
   equal, and the default-system cell equals a rollout on the unmodified model."""
   init, step, run = tiny
-  state = jax.tree.map(lambda x: x[0], step(init(jax.random.split(jax.random.key(1), 2)))[0])
+  # Committed like the states of the test above, so the module's step is compiled once.
+  start = devices.commit(init(jax.random.split(jax.random.key(1), 2)))
+  state = jax.tree.map(lambda x: x[0], step(start)[0])
   masses, frictions = np.array([0.2, 1.0, 3.0]), np.array([1.0])
   evaluate = jax.jit(run.evaluate, static_argnames="steps")
   grid = np.asarray(evaluate(state, jax.random.key(2), masses, frictions, steps=300))
