@@ -236,7 +236,8 @@ def test_drift_divergence_against_a_loop_and_the_jacobian(x64, d):
   dense = active.aoup_drift_divergence(jnp.asarray(x), p)
   np.testing.assert_allclose(dense, ref, rtol=1e-10, atol=1e-12)
   state = jnp.stack([jnp.asarray(x), jnp.zeros((n, d))])
-  jac = prod.score.jacobian_diagonal(lambda z: active.aoup_drift(z, p), state)[0].sum(-1)
+  jac = jax.jit(lambda z: prod.score.jacobian_diagonal(lambda y: active.aoup_drift(y, p), z))(
+      state)[0].sum(-1)
   np.testing.assert_allclose(dense, jac, rtol=1e-10, atol=1e-12)
   cutoff = active.interaction_cutoff(p)
   nb = active.neighbor_list(jnp.asarray(x), p, cutoff, n, n)
@@ -261,7 +262,7 @@ def test_velocity_features_against_the_full_jacobian(x64):
   x = jax.random.uniform(keys[0], (n, d), minval=-p.half_width, maxval=p.half_width)
   state = jnp.stack([x, jax.random.normal(keys[1], (n, d))])
   feats = active.velocity_features(state, p)
-  jac = jax.jacfwd(lambda y: active.aoup_drift(jnp.stack([y, state[1]]), p)[0])(x)
+  jac = jax.jit(jax.jacfwd(lambda y: active.aoup_drift(jnp.stack([y, state[1]]), p)[0]))(x)
   jac = np.asarray(jac).reshape(n * d, n * d)                  # [(i a), (j b)]
   u = np.asarray(active.aoup_drift(state, p)[0]) / (p.v0 * math.sqrt(p.gamma))
   np.testing.assert_allclose(feats.velocity, u, rtol=1e-12)
@@ -272,8 +273,9 @@ def test_velocity_features_against_the_full_jacobian(x64):
   np.testing.assert_allclose(np.trace(diag, axis1=1, axis2=2),
                              active.aoup_drift_divergence(x, p), rtol=1e-10, atol=1e-12)
   # d u_i / d g_j = delta_ij I / sqrt(gamma); d a / d g = J / sqrt(gamma).
-  dg = jax.jacfwd(lambda g: jnp.stack(active.velocity_features(jnp.stack([x, g]), p)[:2]))(
-      state[1])                                                # [2, n, d, n, d]
+  dg = jax.jit(jax.jacfwd(
+      lambda g: jnp.stack(active.velocity_features(jnp.stack([x, g]), p)[:2])))(
+          state[1])                                            # [2, n, d, n, d]
   eye = np.eye(n)[:, None, :, None]
   np.testing.assert_allclose(dg[0], eye * np.eye(d)[None, :, None, :] / math.sqrt(p.gamma),
                              atol=1e-10)
@@ -367,8 +369,8 @@ def test_score_free_rate_equals_the_generic_form_on_interacting_states(x64, epsi
   states = jnp.stack([x, jax.random.normal(keys[1], (b, n, 2))], axis=1)
   drift = lambda z: active.aoup_drift(z, p)
   diffusion = jnp.broadcast_to(active.aoup_diffusion(p), (2, n, 2))
-  generic = np.stack([np.asarray(prod.score_free_entropy_production(
-      drift, diffusion, z[None], local=True)).sum(axis=(0, 2)) for z in states])
+  generic = np.asarray(jax.jit(jax.vmap(lambda z: prod.score_free_entropy_production(
+      drift, diffusion, z[None], local=True).sum(axis=(0, 2))))(states))
   local = active.aoup_score_free_entropy_production(states, p, local=True)
   np.testing.assert_allclose(local, generic, rtol=1e-10, atol=1e-10)
   total = active.aoup_score_free_entropy_production(states, p)
