@@ -20,6 +20,7 @@ parameter.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Sequence
 
@@ -98,9 +99,12 @@ class AdversarialEnv:
     self.num_bodies = model.nbody
     self.max_force = float(max_force)
 
-  @property
+  @functools.cached_property
   def observation_size(self) -> int:
-    return self.env.observation_size
+    # From the shape of a reset, abstractly: Brax's own property runs the reset eagerly,
+    # op by op (seconds of small compilations on CPU).
+    state = jax.eval_shape(self.env.reset, jax.random.PRNGKey(0))
+    return state.obs.shape[-1]
 
   @property
   def action_size(self) -> int:

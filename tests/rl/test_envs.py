@@ -40,6 +40,10 @@ def test_halfcheetah_torso_moves_the_way_it_is_pushed():
 def test_inverted_pendulum_pole_and_zero_sum():
   env = envs.AdversarialEnv("inverted_pendulum", max_force=5.0)
   assert env.adversary_action_size == 2 and env.bodies == ("pole",)
+  # The observation is the cart's and pole's positions and velocities (Brax's
+  # inverted_pendulum), its size found without running a reset.
+  model = env.env.sys.mj_model
+  assert env.observation_size == model.nq + model.nv == 4
   pos = _rollout(env, [[0, 0], [1, 0], [-1, 0]], 5)
   pole = env.body_ids[0]
   assert pos[1, pole, 0] > pos[0, pole, 0] + 1e-3 > pos[2, pole, 0] + 2e-3
