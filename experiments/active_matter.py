@@ -85,6 +85,7 @@ import numpy as np
 from entropylab import production as prod
 from entropylab.models import LocalTransformer
 from entropylab.production import active
+from entropylab.runner import devices
 from entropylab.runner.rundir import RunDir
 import experiments
 from experiments._training import fit_adam_cosine
@@ -444,11 +445,9 @@ def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
   or elliptic by ``params.epsilon``), the stationarity residual, and with eps = 0 the
   lower bound ``prod.hypoelliptic_entropy_production_bound`` (total and per particle),
   which needs samples independent of the training data to hold."""
-  # Parameters restored from a checkpoint are committed to a device and fresh ones are
-  # not, which jit tells apart: committing both keeps one compiled program for both.
-  device = jax.devices()[0]
-  arrays = jax.device_get(_evaluation_program(net, params, cfg)(
-      jax.device_put(net_params, device), jax.device_put(jnp.asarray(x), device)))
+  # Committed, as parameters restored from a checkpoint are: one compiled program for both.
+  net_params, xj = devices.commit((net_params, jnp.asarray(x)))
+  arrays = jax.device_get(_evaluation_program(net, params, cfg)(net_params, xj))
   per_particle = np.asarray(arrays["per_particle"])
   resid, scale = float(arrays["resid"]), float(arrays["scale"])
   total = float(per_particle.sum(axis=1).mean())
