@@ -1,8 +1,8 @@
 """The coding_game_brax experiment on a tiny config: a briefly trained SAC policy on
 Brax's inverted pendulum carries every message through EBIM at half the message
 entropy, a nearly deterministic version of it (std scaled by 0.02, the same compiled
-program) carries less, and a resumed run reuses its training checkpoint and cells and plays a
-lost cell again."""
+program) carries less, and a resumed run reuses its training checkpoint and cells and
+plays a lost cell again."""
 
 import json
 
