@@ -437,6 +437,85 @@ def harmonic_self_propulsion_score(params: AOUPParams, max_neighbors: Optional[i
   return score
 
 
+def slaved_mode_basis(params: AOUPParams, edges) -> Callable:
+  r"""Functions of a state in which the self-propulsion score of interacting active
+  particles without translational noise is linear: the harmonic score and its
+  slaving correction, mode by mode of the position Jacobian, in bands of stiffness.
+
+  With :math:`\epsilon = 0` (Boffi & Vanden-Eijnden, PNAS 2024, their motility-induced
+  phase separation runs) let :math:`J = \nabla_x b_x` (``[Nd, Nd]``, symmetric: minus
+  the Hessian of the pair energy, minus the trap) have eigenpairs :math:`(\lambda_q,
+  q)`, and :math:`\beta_q = q\cdot b_x`. For harmonic forces the score
+  (:func:`harmonic_self_propulsion_score`) is, mode by mode,
+  :math:`s_g = -g + \sum_q q\,[(\lambda_q - \gamma)\beta_q/(v_0\gamma) + q\cdot g]`.
+  With soft repulsion the configuration also moves along its soft modes, at speeds of
+  order :math:`v_0`, and a stiff mode then carries a part of the drift that follows this
+  motion rather than the noise: to leading order
+  :math:`\beta_q^{\rm slow} = -q\cdot w/\lambda_q^2`, :math:`w = D^2 b_x[b_x, b_x]`
+  (the rotation of the stiff eigenvectors along the flow), which adds
+  :math:`q\,(q\cdot w)/(\lambda_q v_0\gamma)` to the score. The basis holds both terms
+  summed over the modes of each band, so that a fit
+  (:func:`entropylab.production.fit_linear_self_propulsion_score`) gives each band
+  its own weights, and modes with :math:`\lambda_q \ge` ``edges[-1]`` (free, sliding or
+  unstable directions) keep :math:`s_g = -g`. Dense: ``O((N d)^3)`` per state (an
+  eigendecomposition and the all-pairs Jacobian and its derivative along
+  :math:`b_x`), for systems of up to about a thousand particles.
+
+  Args:
+    params: the system; needs :math:`\epsilon = 0` and ``v0 != 0``.
+    edges: ``[K]`` strictly increasing negative eigenvalues (inverse time): the bands
+      :math:`(-\infty, e_0), [e_0, e_1), \ldots, [e_{K-2}, e_{K-1})`.
+
+  Returns:
+    ``basis(state [2, N, d]) -> (phi [2K, N, d], div [2K, N])``: ``phi[:K]`` the
+    harmonic terms of the bands, ``phi[K:]`` the slaving terms (units of ``g``), and
+    each one's per-particle divergence :math:`\nabla_{g_i}\cdot\phi_{k,i}` (exact:
+    :math:`\mathrm{diag}(P_b J)/\gamma` and :math:`2\,\mathrm{diag}(P_b J^{+}
+    D^2 b_x[b_x, \cdot])/\gamma` summed over the particle's coordinates), the form that
+    :func:`entropylab.production.fit_linear_self_propulsion_score` takes.
+  """
+  check_params(params)
+  if params.epsilon != 0:
+    raise ValueError(f"params.epsilon must be 0 (noise in g only), got {params.epsilon}")
+  if params.v0 == 0:
+    raise ValueError("params.v0 must be non-zero: the drift is scaled by it")
+  e = np.asarray(edges, dtype=np.float64)
+  if e.ndim != 1 or e.size < 1:
+    raise ValueError(f"edges must be a non-empty 1-D sequence, got shape {e.shape}")
+  if not np.all(np.isfinite(e)) or not np.all(e < 0):
+    raise ValueError(f"edges must be finite and negative (stable modes), got {e}")
+  if np.any(np.diff(e) <= 0):
+    raise ValueError(f"edges must be strictly increasing, got {e}")
+  params = AOUPParams(*(float(v) for v in params))
+  lower = np.concatenate([[-np.inf], e[:-1]])
+  gamma, v0 = params.gamma, params.v0
+
+  def basis(state):
+    if state.ndim != 3 or state.shape[0] != 2:
+      raise ValueError(f"state must be [2, N, d] (positions, self-propulsions), got shape "
+                       f"{state.shape}")
+    x, g = state[0], state[1]
+    n, dim = x.shape
+    drift_x = lambda y: aoup_drift(jnp.stack([y, g]), params)[0]
+    jac = lambda y: jax.jacfwd(drift_x)(y).reshape(n * dim, n * dim)
+    b = drift_x(x)
+    jmat, hmat = jax.jvp(jac, (x,), (b,))            # J and its derivative along b_x
+    lam, q = jnp.linalg.eigh(0.5 * (jmat + jmat.T))
+    masks = ((lam[None] >= lower[:, None]) & (lam[None] < e[:, None])).astype(lam.dtype)
+    inv = jnp.where(lam < e[-1], 1.0 / jnp.where(lam < e[-1], lam, -1.0), 0.0)
+    beta, g_q, w_q = q.T @ b.reshape(-1), q.T @ g.reshape(-1), q.T @ (hmat @ b.reshape(-1))
+    harm = (masks * ((lam - gamma) * beta / (v0 * gamma) + g_q)) @ q.T      # [K, Nd]
+    slave = (masks * (inv * w_q / (v0 * gamma))) @ q.T
+    q2 = q * q                                                              # [Nd, modes]
+    div_h = (q2 @ (masks * lam).T) / gamma                                  # [Nd, K]
+    div_w = 2.0 * (q * (q.T @ hmat).T) @ (masks * inv).T / gamma
+    phi = jnp.concatenate([harm, slave]).reshape(-1, n, dim)
+    div = jnp.concatenate([div_h, div_w], axis=1).T.reshape(-1, n, dim).sum(-1)
+    return phi, div
+
+  return basis
+
+
 def aoup_score_free_entropy_production(x, params: AOUPParams, local: bool = False,
                                        max_neighbors: Optional[int] = None,
                                        max_per_cell: Optional[int] = None,
@@ -944,6 +1023,7 @@ __all__ = [
     "shifted_score",
     "simulate_aoup",
     "slab_configuration",
+    "slaved_mode_basis",
     "velocity_features",
     "wrap_positions",
 ]

@@ -1,0 +1,144 @@
+"""Closed-form self-propulsion scores over a linear family, and the slaved-mode basis of
+interacting active particles without translational noise."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from entropylab import production as prod
+from entropylab.production import active
+from tests.production.test_local_score import linear_local_score, trapped_particles
+
+
+def position_and_g_basis(state):
+  """``phi = (x, g)`` per particle; divergences in the own ``g``: 0 and ``d``."""
+  n, dim = state.shape[1:]
+  return jnp.stack([state[0], state[1]]), jnp.stack([jnp.zeros(n), jnp.full(n, float(dim))])
+
+
+def test_fit_on_trapped_particles_gives_the_score_and_the_rate(x64):
+  """Trapped active particles (A = 0.05, gamma = 0.1, v0 = 0.3, eps = 0; rate A d = 0.1
+  per particle): over f = c_x x + c_g g the fit recovers the exact score's coefficients
+  (from the Lyapunov precision, -P_gx and 1 - P_gg) within 3%, and its bound on
+  held-out samples the rate within 3%. The closed-form bound equals
+  ``hypoelliptic_entropy_production_bound`` of the same score, total, per particle and
+  in bits."""
+  trap, gamma, v0, n = 0.05, 0.1, 0.3, 50
+  x, prec, _, rate = trapped_particles(trap, gamma, v0, n, 2000)
+  held_out = trapped_particles(trap, gamma, v0, n, 2000, seed=1)[0]
+  c = np.asarray(jax.jit(lambda y: prod.fit_linear_self_propulsion_score(
+      position_and_g_basis, y))(x))
+  np.testing.assert_allclose(c, [-prec[2, 0], 1 - prec[2, 2]], rtol=0.03)
+  assert abs(prec[2, 1]) < 1e-12 and abs(prec[2, 3]) < 1e-12     # isotropic blocks
+  bound = float(prod.linear_self_propulsion_bound(position_and_g_basis, c, held_out, gamma))
+  assert abs(bound / n - rate) < 0.03 * rate
+  same = np.zeros((4, 4))
+  same[2:, :2] = -c[0] * np.eye(2)
+  same[2:, 2:] = (1 - c[1]) * np.eye(2)
+  score = linear_local_score(same)
+  np.testing.assert_allclose(
+      bound, float(prod.hypoelliptic_entropy_production_bound(score, held_out, gamma)),
+      rtol=1e-9)
+  local = np.asarray(prod.linear_self_propulsion_bound(position_and_g_basis, c, held_out,
+                                                       gamma, local=True))
+  np.testing.assert_allclose(local, np.asarray(prod.hypoelliptic_entropy_production_bound(
+      score, held_out, gamma, local=True)), rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(
+      float(prod.linear_self_propulsion_bound(position_and_g_basis, c, held_out, gamma,
+                                              base=2)), bound / np.log(2), rtol=1e-9)
+
+
+def test_fit_gives_zero_to_a_function_that_vanishes():
+  """A basis function that is zero on every sample gets coefficient 0 (pseudo-inverse),
+  and the bound is that of the other functions alone."""
+  x = trapped_particles(0.05, 0.1, 0.3, 10, 200)[0]
+  padded = lambda s: tuple(jnp.concatenate([a, jnp.zeros_like(a[:1])])
+                           for a in position_and_g_basis(s))
+  c = np.asarray(prod.fit_linear_self_propulsion_score(padded, x))
+  assert c[2] == 0.0
+  np.testing.assert_allclose(c[:2], prod.fit_linear_self_propulsion_score(
+      position_and_g_basis, x), rtol=1e-5)
+
+
+def packed_pair_system(trap=0.0):
+  return active.AOUPParams(v0=0.025, gamma=1e-3, epsilon=0.0, trap=trap, half_width=4.0)
+
+
+def test_slaved_mode_basis_divergences_match_autodiff(x64):
+  """Five particles in contact (k = 1, beta = 7.5, trap 1 so that every mode is
+  stable), in three bands: the per-particle divergences of all terms equal the traces of their
+  forward-mode Jacobians in each particle's own g; and with one band holding every
+  mode, -g plus the harmonic term is ``harmonic_self_propulsion_score``."""
+  params = packed_pair_system(trap=1.0)
+  rng = np.random.default_rng(3)
+  x = np.array([[0, 0], [1.8, 0], [0, 1.8], [1.8, 1.8], [0.9, 3.3]]) + rng.uniform(
+      -0.1, 0.1, (5, 2))
+  g = rng.normal(size=(5, 2))
+  state = jnp.asarray(np.stack([x, g]))
+  lam = np.linalg.eigvalsh(np.asarray(jax.jacfwd(lambda y: active.aoup_drift(
+      jnp.stack([y, state[1]]), params)[0])(state[0])).reshape(10, 10))
+  assert lam.max() < 0 and lam.min() < -1.5                       # stable, and not only the trap
+  edges = [(lam[1] + lam[2]) / 2, (lam[5] + lam[6]) / 2, lam.max() / 2]  # 2, 4 and 4 modes
+  basis = active.slaved_mode_basis(params, edges)
+  phi, div = jax.jit(basis)(state)
+  assert phi.shape == (6, 5, 2) and div.shape == (6, 5)
+  jac = jax.jit(jax.jacfwd(lambda gg: basis(jnp.stack([state[0], gg]))[0]))(state[1])
+  own = jnp.einsum("kiaia->ki", jac)
+  np.testing.assert_allclose(div, own, rtol=1e-8, atol=1e-8 * float(jnp.abs(own).max()))
+  assert float(jnp.abs(phi[3:]).max()) > 0                         # forces are not harmonic
+  harmonic = active.harmonic_self_propulsion_score(params)(state)[1]
+  np.testing.assert_allclose(-state[1] + phi[:3].sum(0), harmonic, rtol=1e-8,
+                             atol=1e-8 * float(jnp.abs(harmonic).max()))
+
+
+def test_slaving_term_cancels_the_drift_that_follows_a_slide(x64):
+  """Two particles (v0 = 0.025, gamma = 1e-4, k = 1, beta = 7.5, no trap), the second pushed left
+  against the first from 20 degrees above the line of centres, g frozen, no noise: it
+  slides round the first. On this slow motion the contact mode carries drift that the
+  noise did not cause, which the harmonic term reads as a score of tens; the slaving
+  term cancels all but a fifth of it at each of three times while the contact holds
+  (predicted: the stiff component of b_x is -q.w / lambda^2 to leading order)."""
+  params = packed_pair_system()._replace(gamma=1e-4, half_width=20.0)
+  g = jnp.array([[0.0, 0.0], [-1.0, 0.0]])
+  th = np.deg2rad(20.0)
+  x0 = jnp.array([[0.0, 0.0], [1.95 * np.cos(th), 1.95 * np.sin(th)]])
+  drift = lambda y: active.aoup_drift(jnp.stack([y, g]), params)[0]
+  slide = jax.jit(lambda y: jax.lax.fori_loop(0, 4000, lambda _, z: z + 0.01 * drift(z), y))
+  basis = jax.jit(active.slaved_mode_basis(params, [-0.05]))
+  x = x0
+  for _ in range(3):
+    x = slide(x)
+    phi = basis(jnp.stack([x, g]))[0]
+    harm, total = float(jnp.linalg.norm(phi[0])), float(jnp.linalg.norm(phi[0] + phi[1]))
+    assert harm > 10.0
+    assert total < 0.2 * harm
+
+
+def test_bad_input_is_refused():
+  params = packed_pair_system()
+  with pytest.raises(ValueError, match="edges must be strictly increasing"):
+    active.slaved_mode_basis(params, [-0.1, -0.5])
+  with pytest.raises(ValueError, match="edges must be finite and negative"):
+    active.slaved_mode_basis(params, [-0.1, 0.2])
+  with pytest.raises(ValueError, match="edges must be a non-empty"):
+    active.slaved_mode_basis(params, [])
+  with pytest.raises(ValueError, match="epsilon must be 0"):
+    active.slaved_mode_basis(params._replace(epsilon=0.1), [-0.1])
+  with pytest.raises(ValueError, match="v0 must be non-zero"):
+    active.slaved_mode_basis(params._replace(v0=0.0), [-0.1])
+  x = trapped_particles(0.05, 0.1, 0.3, 4, 3)[0]
+  with pytest.raises(ValueError, match="x must be"):
+    prod.fit_linear_self_propulsion_score(position_and_g_basis, x[:, 0])
+  with pytest.raises(TypeError, match="basis must be callable"):
+    prod.fit_linear_self_propulsion_score(None, x)
+  with pytest.raises(ValueError, match="x has non-finite"):
+    prod.fit_linear_self_propulsion_score(position_and_g_basis, x.at[0, 1, 0, 0].set(jnp.nan))
+  with pytest.raises(ValueError, match="basis must return"):
+    prod.fit_linear_self_propulsion_score(lambda s: (s[1][None], jnp.zeros((1, 3))), x)
+  with pytest.raises(ValueError, match="gamma must be > 0"):
+    prod.linear_self_propulsion_bound(position_and_g_basis, jnp.ones(2), x, 0.0)
+  with pytest.raises(ValueError, match="coefficients has 3 entries"):
+    prod.linear_self_propulsion_bound(position_and_g_basis, jnp.ones(3), x, 0.1)
+  with pytest.raises(ValueError, match="coefficients has non-finite"):
+    prod.linear_self_propulsion_bound(position_and_g_basis, jnp.array([1.0, jnp.nan]), x, 0.1)
