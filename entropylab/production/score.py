@@ -35,8 +35,9 @@ Losses (``score`` evaluated on samples, scalar results, units of inverse length 
 For active particles with noise in ``g`` only, :func:`hypoelliptic_entropy_production_bound`
 turns the implicit loss of any ``g``-score into a lower bound on the rate, exact at the
 score, which tells how close a learned score is; :func:`fit_linear_self_propulsion_score`
-maximises it in closed form over a linear family of scores, and
-:func:`linear_self_propulsion_bound` evaluates it on held-out samples.
+maximises it in closed form over a linear family of scores (from the moments of
+:func:`linear_self_propulsion_moments`), and :func:`linear_self_propulsion_bound`
+evaluates it on held-out samples.
 """
 
 from __future__ import annotations
@@ -513,6 +514,30 @@ def _check_basis_samples(basis: Callable, x) -> Array:
   return x
 
 
+def linear_self_propulsion_moments(basis: Callable, x) -> tuple[Array, Array]:
+  r"""Per sample, the moments of a linear family of self-propulsion scores
+  :math:`s_g = -g + \sum_k c_k\phi_k` that fix its lower bound (see
+  :func:`fit_linear_self_propulsion_score`): ``m[b, k]`` :math:`= \sum_i g_i\cdot
+  \phi_{k,i} - \nabla_{g_i}\cdot\phi_{k,i}` and ``gram[b, k, l]`` :math:`= \sum_i
+  \phi_{k,i}\cdot\phi_{l,i}`, so that sample ``b`` contributes :math:`\gamma(2c\cdot
+  m_b - c^\top G_b c)` to the bound for any ``c``.
+
+  Args:
+    basis: as in :func:`fit_linear_self_propulsion_score`.
+    x: ``[B, 2, N, d]`` samples.
+
+  Returns:
+    ``(m [B, K], gram [B, K, K])``.
+  """
+  x = _check_basis_samples(basis, x)
+
+  def moments(state):
+    terms, phi = _linear_terms(basis, state)
+    return jnp.sum(terms, axis=1), jnp.einsum("knd,lnd->kl", phi, phi)
+
+  return jax.lax.map(moments, x)
+
+
 def fit_linear_self_propulsion_score(basis: Callable, x, rcond: Optional[float] = None
                                      ) -> Array:
   r"""The self-propulsion score :math:`s_g = -g + \sum_k c_k\phi_k` that maximises the
@@ -542,13 +567,7 @@ def fit_linear_self_propulsion_score(basis: Callable, x, rcond: Optional[float] 
   Returns:
     ``[K]`` coefficients (units of the inverse of ``phi`` times those of ``g``).
   """
-  x = _check_basis_samples(basis, x)
-
-  def moments(state):
-    terms, phi = _linear_terms(basis, state)
-    return jnp.sum(terms, axis=1), jnp.einsum("knd,lnd->kl", phi, phi)
-
-  m, gram = jax.lax.map(moments, x)
+  m, gram = linear_self_propulsion_moments(basis, x)
   return jnp.linalg.lstsq(jnp.mean(gram, axis=0), jnp.mean(m, axis=0), rcond=rcond)[0]
 
 

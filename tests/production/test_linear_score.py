@@ -47,6 +47,10 @@ def test_fit_on_trapped_particles_gives_the_score_and_the_rate(x64):
   np.testing.assert_allclose(
       float(prod.linear_self_propulsion_bound(position_and_g_basis, c, held_out, gamma,
                                               base=2)), bound / np.log(2), rtol=1e-9)
+  m, gram = prod.linear_self_propulsion_moments(position_and_g_basis, held_out)
+  assert m.shape == (2000, 2) and gram.shape == (2000, 2, 2)
+  np.testing.assert_allclose(np.mean(gamma * (2 * m @ c - np.einsum("k,bkl,l->b", c, gram, c))),
+                             bound, rtol=1e-9)
 
 
 def test_fit_gives_zero_to_a_function_that_vanishes():
