@@ -69,11 +69,8 @@ def per_state(c, m, gram, gamma, n):
 
 def mode_eigenvalues(x, params):
   """``[B, N d]`` eigenvalues of the position Jacobian of each state."""
-  def one(state):
-    drift_x = lambda y: active.aoup_drift(jnp.stack([y, state[1]]), params)[0]
-    size = state.shape[1] * state.shape[2]
-    return jnp.linalg.eigvalsh(jax.jacfwd(drift_x)(state[0]).reshape(size, size))
-  return np.asarray(jax.lax.map(jax.jit(one), jnp.asarray(x)))
+  one = jax.jit(lambda y: jnp.linalg.eigvalsh(active.dense_position_jacobian(y, params)))
+  return np.stack([np.asarray(one(jnp.asarray(state[0]))) for state in x])
 
 
 def measure_gamma(args, gamma, sim_steps):

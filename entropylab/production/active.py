@@ -437,6 +437,31 @@ def harmonic_self_propulsion_score(params: AOUPParams, max_neighbors: Optional[i
   return score
 
 
+def dense_position_jacobian(x: Array, params: AOUPParams) -> Array:
+  r"""The Jacobian :math:`J = \nabla_x b_x` of the position drift of :func:`aoup_drift`
+  over all pairs, as a matrix: :math:`J_{ij} = -k\nabla F(x_i - x_j)` for
+  :math:`i \ne j` and the blocks of :func:`aoup_drift_blocks` on the diagonal.
+
+  Assembled from the pair Jacobians in ``O(N^2 d^2)`` memory (``jax.jacfwd`` of the
+  drift would hold ``N d`` tangents of every pair), differentiable in ``x``.
+
+  Args:
+    x: ``[N, d]`` positions.
+    params: the system.
+
+  Returns:
+    ``[N d, N d]`` (inverse time), row ``(i, a)`` and column ``(j, b)`` at ``i d + a``
+    and ``j d + b``; symmetric.
+  """
+  _check_positions(x, params)
+  n, dim = x.shape
+  pair = _pair_jacobian(minimum_image(x[:, None, :] - x[None, :, :], params.half_width),
+                        params)                                     # [N, N, d, d], 0 at i = j
+  own = params.k * jnp.sum(pair, axis=1) - params.trap * jnp.eye(dim, dtype=pair.dtype)
+  blocks = -params.k * pair + jnp.eye(n, dtype=pair.dtype)[:, :, None, None] * own[:, None]
+  return blocks.transpose(0, 2, 1, 3).reshape(n * dim, n * dim)
+
+
 def slaved_mode_basis(params: AOUPParams, edges) -> Callable:
   r"""Functions of a state in which the self-propulsion score of interacting active
   particles without translational noise is linear: the harmonic score and its
@@ -496,10 +521,8 @@ def slaved_mode_basis(params: AOUPParams, edges) -> Callable:
                        f"{state.shape}")
     x, g = state[0], state[1]
     n, dim = x.shape
-    drift_x = lambda y: aoup_drift(jnp.stack([y, g]), params)[0]
-    jac = lambda y: jax.jacfwd(drift_x)(y).reshape(n * dim, n * dim)
-    b = drift_x(x)
-    jmat, hmat = jax.jvp(jac, (x,), (b,))            # J and its derivative along b_x
+    b = aoup_drift(state, params)[0]
+    jmat, hmat = jax.jvp(lambda y: dense_position_jacobian(y, params), (x,), (b,))
     lam, q = jnp.linalg.eigh(0.5 * (jmat + jmat.T))
     masks = ((lam[None] >= lower[:, None]) & (lam[None] < e[:, None])).astype(lam.dtype)
     inv = jnp.where(lam < e[-1], 1.0 / jnp.where(lam < e[-1], lam, -1.0), 0.0)
@@ -1009,6 +1032,7 @@ __all__ = [
     "aoup_drift_divergence",
     "aoup_score_free_entropy_production",
     "box_half_width",
+    "dense_position_jacobian",
     "harmonic_self_propulsion_score",
     "interaction_cutoff",
     "local_packing_fraction",

@@ -71,17 +71,21 @@ def packed_pair_system(trap=0.0):
 
 def test_slaved_mode_basis_divergences_match_autodiff(x64):
   """Five particles in contact (k = 1, beta = 7.5, trap 1 so that every mode is
-  stable), in three bands: the per-particle divergences of all terms equal the traces of their
-  forward-mode Jacobians in each particle's own g; and with one band holding every
-  mode, -g plus the harmonic term is ``harmonic_self_propulsion_score``."""
+  stable), in three bands: ``dense_position_jacobian`` is the drift's ``jacfwd``; the
+  per-particle divergences of all terms equal the traces of their
+  forward-mode Jacobians in each particle's own g; and with the bands holding every
+  mode, -g plus the harmonic terms is ``harmonic_self_propulsion_score``."""
   params = packed_pair_system(trap=1.0)
   rng = np.random.default_rng(3)
   x = np.array([[0, 0], [1.8, 0], [0, 1.8], [1.8, 1.8], [0.9, 3.3]]) + rng.uniform(
       -0.1, 0.1, (5, 2))
   g = rng.normal(size=(5, 2))
   state = jnp.asarray(np.stack([x, g]))
-  lam = np.linalg.eigvalsh(np.asarray(jax.jacfwd(lambda y: active.aoup_drift(
-      jnp.stack([y, state[1]]), params)[0])(state[0])).reshape(10, 10))
+  jac_x = np.asarray(jax.jacfwd(lambda y: active.aoup_drift(
+      jnp.stack([y, state[1]]), params)[0])(state[0])).reshape(10, 10)
+  np.testing.assert_allclose(active.dense_position_jacobian(state[0], params), jac_x,
+                             rtol=1e-10, atol=1e-12)
+  lam = np.linalg.eigvalsh(jac_x)
   assert lam.max() < 0 and lam.min() < -1.5                       # stable, and not only the trap
   edges = [(lam[1] + lam[2]) / 2, (lam[5] + lam[6]) / 2, lam.max() / 2]  # 2, 4 and 4 modes
   basis = active.slaved_mode_basis(params, edges)
