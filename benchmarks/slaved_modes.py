@@ -9,8 +9,8 @@ model, v0 = 0.025, packing 0.5, eps = 0, dt = 0.1, run for that ``--sim-steps``;
 chain 15 training and 5 held-out states from the second half). On them,
 ``prod.fit_linear_self_propulsion_score`` fits the score
 ``-g + sum_k c_k phi_k`` over ``active.slaved_mode_basis`` (bands of the position
-Jacobian's eigenvalues with edges ``linspace(-2, -0.1, 20)`` and -0.03, modes above
--0.03 left at ``-g``), once over the harmonic terms alone and once with the slaving
+Jacobian's eigenvalues with edges ``linspace(-2, -0.1, 20)`` and -0.03,
+``experiments.active_matter.SLAVED_MODE_EDGES``, modes above -0.03 left at ``-g``), once over the harmonic terms alone and once with the slaving
 terms, on the training states; the table gives the lower bound
 (``prod.linear_self_propulsion_bound``) on the held-out states against their
 score-free rate (``active.aoup_score_free_entropy_production``), beside the harmonic
@@ -37,9 +37,10 @@ from benchmarks import velocity_features as vf
 from benchmarks.bench_info import result_header, result_name, write_result
 from entropylab import production as prod
 from entropylab.production import active
+from experiments import active_matter as am
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-EDGES = np.concatenate([np.linspace(-2.0, -0.1, 20), [-0.03]])
+EDGES = np.asarray(am.SLAVED_MODE_EDGES)
 
 
 def parse_args(argv):

@@ -47,10 +47,19 @@ Steps:
    particle grouped by local packing (dilute,
    intermediate: the interfaces, dense), a map of both binned over the box
    (``local_epr.png``, beside the particle density), and the stationarity residual
-   E[v . s] / E[|v| |s|].
+   E[v . s] / E[|v| |s|]. With eps = 0 and at most ``slaved_mode_max_particles``
+   particles, also the slaved-mode score, which needs no network: the harmonic score and
+   its slaving correction in bands of the position Jacobian's eigenvalues
+   (``active.slaved_mode_basis``), weighted by a closed-form fit on the training states
+   (``prod.fit_linear_self_propulsion_score``, saved in ``slaved_modes.json``), its
+   lower bound per particle, by packing and on the map. On MIPS states at N = 256 it
+   certifies 91 % of the score-free rate at gamma = 1e-2 (a stationary run) and 49 % at
+   1e-4 (a run of 0.08 / gamma), where the network certifies 71 % and 3 %
+   (``benchmarks/results/slaved_modes_cpu.md``).
 4. Transfer: the same network, unchanged, on a system of ``transfer_factor`` times more
    particles at the same density, and at each of ``transfer_packing`` (fresh simulations
-   of the same length): EPR per particle and the stationarity residual.
+   of the same length): EPR per particle and the stationarity residual; the slaved-mode
+   score's band weights likewise, where the system is small enough.
 
 The smoke preset is a short run at N = 256 that exercises the whole pipeline on CPU.
 The paper preset (N = 4096, on a GPU) starts, like the authors' data generation, from a
@@ -73,6 +82,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import time
 import zlib
@@ -86,7 +96,7 @@ from entropylab import production as prod
 from entropylab.models import LocalTransformer
 from entropylab.production import active
 from entropylab.runner import devices
-from entropylab.runner.rundir import RunDir
+from entropylab.runner.rundir import RunDir, write_json
 import experiments
 from experiments._training import fit_adam_cosine
 
@@ -151,6 +161,11 @@ class Config:
   # (active.harmonic_self_propulsion_score), in place of -g (which it equals for free
   # particles), so that the network learns only the correction for soft repulsion.
   shift_harmonic: bool = False
+  # The slaved-mode score (no network; `active.slaved_mode_basis` over the bands
+  # SLAVED_MODE_EDGES, fitted in closed form on the training states) is fitted and
+  # evaluated, with eps = 0, on every system of at most this many particles (dense
+  # O((N d)^3) per state; 0: never).
+  slaved_mode_max_particles: int = 1024
   transfer_factor: int = 4
   transfer_packing: tuple[float, ...] = (0.3, 0.7)
   seed: int = 0
@@ -168,6 +183,9 @@ class Config:
                        f"({self.num_neighbors})")
     if self.monitor_states < 0:
       raise ValueError(f"monitor_states must be >= 0, got {self.monitor_states}")
+    if self.slaved_mode_max_particles < 0:
+      raise ValueError(f"slaved_mode_max_particles must be >= 0, got "
+                       f"{self.slaved_mode_max_particles}")
     if self.dsm_baseline_steps < 0 or self.dsm_baseline_batch_size < 1:
       raise ValueError(f"need dsm_baseline_steps >= 0 and dsm_baseline_batch_size >= 1, got "
                        f"{self.dsm_baseline_steps}, {self.dsm_baseline_batch_size}")
@@ -479,6 +497,56 @@ def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
   return out
 
 
+# Bands of the position Jacobian's eigenvalues (inverse time) for the slaved-mode score:
+# the stiffest contacts of the soft repulsion (k = 1, beta = 7.5) reach about -2, and
+# modes above -0.03 are left at s_g = -g (benchmarks/slaved_modes.py).
+SLAVED_MODE_EDGES = tuple(float(e) for e in np.concatenate([np.linspace(-2.0, -0.1, 20),
+                                                            [-0.03]]))
+
+
+def _slaved_modes_apply(cfg: Config, params: active.AOUPParams, n: int) -> bool:
+  return params.epsilon == 0 and n <= cfg.slaved_mode_max_particles
+
+
+def fit_slaved_modes(params: active.AOUPParams, train_x: np.ndarray, run_dir: RunDir,
+                     resume: bool) -> np.ndarray:
+  """``[2 K]`` coefficients of the slaved-mode score fitted on ``train_x [B, 2, N, 2]``
+  (``prod.fit_linear_self_propulsion_score``, float64), saved to
+  ``slaved_modes.json`` and read back from there on ``resume``."""
+  path = run_dir.path / "slaved_modes.json"
+  if resume and path.exists():
+    saved = json.loads(path.read_text())
+    if saved["edges"] == list(SLAVED_MODE_EDGES):
+      return np.asarray(saved["coefficients"], np.float64)
+  with jax.enable_x64(True):
+    basis = jax.jit(active.slaved_mode_basis(params, SLAVED_MODE_EDGES))
+    c = np.asarray(prod.fit_linear_self_propulsion_score(basis, jnp.asarray(train_x,
+                                                                           jnp.float64)))
+  if not np.all(np.isfinite(c)):
+    raise FloatingPointError("the slaved-mode fit has non-finite coefficients")
+  write_json(path, {"edges": list(SLAVED_MODE_EDGES), "coefficients": c.tolist()})
+  return c
+
+
+def evaluate_slaved_modes(params: active.AOUPParams, coefficients: np.ndarray,
+                          x: np.ndarray) -> dict:
+  """The slaved-mode score's lower bound on ``x [B, 2, N, 2]``
+  (``prod.linear_self_propulsion_bound``): per particle, its per-particle terms
+  ``[B, N]``, and their means by local packing."""
+  with jax.enable_x64(True):
+    basis = jax.jit(active.slaved_mode_basis(params, SLAVED_MODE_EDGES))
+    local = np.asarray(prod.linear_self_propulsion_bound(
+        basis, jnp.asarray(coefficients), jnp.asarray(x, jnp.float64), params.gamma,
+        local=True))
+  total = float(local.sum(axis=1).mean())
+  if not math.isfinite(total):
+    raise FloatingPointError(f"the slaved-mode bound is {total}")
+  groups = active.packing_groups(jnp.asarray(x[:, 0]), params)
+  return {"bound_per_particle": total / x.shape[2], "local": local,
+          "by_packing": {name: float(local[np.asarray(m)].mean()) if np.any(m) else None
+                         for name, m in groups.items()}}
+
+
 def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, object]:
   cfg.validate()
   sim_dir = run_dir.path / "sim"
@@ -518,6 +586,11 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   main = evaluate(net, net_params, params, test_x, cfg)
   evaluate_baseline("trained", params, test_x)
   lap("evaluate_s")
+  slaved_c = None
+  if _slaved_modes_apply(cfg, params, cfg.n_particles):
+    slaved_c = fit_slaved_modes(params, train_x, run_dir, resume)
+    main["slaved"] = evaluate_slaved_modes(params, slaved_c, test_x)
+    lap("slaved_modes_s")
   records = list(RunDir(run_dir.path / "train").metrics.records())
   losses = [r["loss"] for r in records]
   curves = {name: [(r["step"], r["bound_per_particle"])
@@ -526,7 +599,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
             if monitor_x is not None and params.epsilon == 0
             and (sub == "train" or baseline is not None)}
   curves = {name: curve for name, curve in curves.items() if curve}
-  _plot_map(cfg, params, test_x, main["per_particle"], main["bound_local"], run_dir)
+  _plot_map(cfg, params, test_x, main["per_particle"], main["bound_local"], run_dir,
+            main["slaved"]["local"] if "slaved" in main else None)
   _plot_training([r["step"] for r in records], losses, curves, run_dir)
 
   transfer = {}
@@ -538,6 +612,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     x, relax = simulate_chains(cfg, p, n, 1, label.replace("=", ""), sim_dir, resume)
     result = evaluate(net, net_params, p, x[0, -n_held:], cfg)
     evaluate_baseline(label, p, x[0, -n_held:])
+    if slaved_c is not None and _slaved_modes_apply(cfg, p, n):
+      result["slaved"] = evaluate_slaved_modes(p, slaved_c, x[0, -n_held:])
     transfer[label] = {k: v for k, v in result.items()
                        if k not in ("per_particle", "bound_local")}
     transfer[label].update(dense=relax[-1]["dense"], dilute=relax[-1]["dilute"])
@@ -548,13 +624,15 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   rows = [("trained", cfg.n_particles, cfg.packing_fraction, main)]
   rows += [(label, n, phi, transfer[label]) for label, n, phi in targets]
   lines = ["| system | N | packing | EPR total | EPR per particle | lower bound per particle | "
-           "score-free EPR per particle | E[v.s] / E[|v||s|] | dense / dilute share at the end |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "slaved-mode bound per particle | score-free EPR per particle | "
+           "E[v.s] / E[|v||s|] | dense / dilute share at the end |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for label, n, phi, r in rows:
     bound = "-" if r["bound_per_particle"] is None else f"{r['bound_per_particle']:.4g}"
+    slaved = f"{r['slaved']['bound_per_particle']:.4g}" if "slaved" in r else "-"
     lines.append(f"| {label} | {n} | {phi} | {r['epr_total']:.4g} | "
-                 f"{r['epr_per_particle']:.4g} | {bound} | {r['score_free_per_particle']:.4g} | "
-                 f"{r['stationarity_relative']:+.3f} | "
+                 f"{r['epr_per_particle']:.4g} | {bound} | {slaved} | "
+                 f"{r['score_free_per_particle']:.4g} | {r['stationarity_relative']:+.3f} | "
                  f"{r['dense']:.3f} / {r['dilute']:.3f} |")
   fmt = lambda v: "-" if v is None else f"{v:.3g}"
   lines += ["", "Per-particle means by local packing (`local_packing_fraction`: dilute <= 0.3, "
@@ -565,6 +643,19 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     lines.append(f"| {label} | " + " | ".join(
         f"{g['share']:.2f}: {fmt(g['epr'])} / {fmt(g['bound'])} / {fmt(g['score_free'])}"
         for g in (r["by_packing"][k] for k in ("dilute", "intermediate", "dense"))) + " |")
+  slaved_rows = [(label, r["slaved"]) for label, _, _, r in rows if "slaved" in r]
+  if slaved_rows:
+    lines += ["", "Slaved-mode score, no network: `active.slaved_mode_basis` over "
+              f"{len(SLAVED_MODE_EDGES)} bands of the position Jacobian's eigenvalues, "
+              "fitted in closed form on the training states "
+              "(`prod.fit_linear_self_propulsion_score`) and applied unchanged to every "
+              "system of at most "
+              f"{cfg.slaved_mode_max_particles} particles; its lower bound "
+              "(`prod.linear_self_propulsion_bound`) per particle, by local packing:", "",
+              "| system | all | dilute | intermediate | dense |", "| --- | --- | --- | --- | --- |"]
+    for label, r in slaved_rows:
+      lines.append(f"| {label} | {r['bound_per_particle']:.4g} | " + " | ".join(
+          fmt(r["by_packing"][k]) for k in ("dilute", "intermediate", "dense")) + " |")
   if baseline_rows:
     lines += ["", f"Baseline: the same network trained by denoising score matching (noise "
               f"{cfg.dsm_sigma_x} on x and {cfg.dsm_sigma_g} on g) for "
@@ -608,6 +699,9 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
       "bound_per_particle": main["bound_per_particle"],
       "score_free_per_particle": main["score_free_per_particle"],
       "by_packing": main["by_packing"],
+      "slaved_mode_bound_per_particle": (main["slaved"]["bound_per_particle"]
+                                         if "slaved" in main else None),
+      "slaved_mode_by_packing": main["slaved"]["by_packing"] if "slaved" in main else None,
       "dsm_baseline": baseline_rows or None,
       "stationarity_relative": round(main["stationarity_relative"], 4),
       "relaxation": relaxation,
@@ -616,13 +710,16 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
       # wall-clock seconds of each stage on jax.devices()[0] (a resumed run counts only
       # the work it redid)
       "device": jax.devices()[0].device_kind, "seconds": clock,
-      "transfer": {k: {kk: (round(vv, 6) if isinstance(vv, float) else vv)
+      "transfer": {k: {kk: (round(vv, 6) if isinstance(vv, float) else
+                            {"bound_per_particle": vv["bound_per_particle"],
+                             "by_packing": vv["by_packing"]} if kk == "slaved" else vv)
                        for kk, vv in v.items()} for k, v in transfer.items()},
   }
 
 
 def _plot_map(cfg: Config, params: active.AOUPParams, x: np.ndarray, per_particle: np.ndarray,
-              bound: Optional[np.ndarray], run_dir: RunDir) -> None:
+              bound: Optional[np.ndarray], run_dir: RunDir,
+              slaved: Optional[np.ndarray] = None) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -641,6 +738,8 @@ def _plot_map(cfg: Config, params: active.AOUPParams, x: np.ndarray, per_particl
             (binned(per_particle), "mean per-particle EPR (plug-in)", "magma")]
   if bound is not None:
     panels.append((binned(bound), "mean per-particle lower bound", "magma"))
+  if slaved is not None:
+    panels.append((binned(slaved), "slaved-mode lower bound", "magma"))
   fig, axes = plt.subplots(1, 1 + len(panels), figsize=(4.7 * (1 + len(panels)), 4.2))
   last = x[-1, 0]
   sc = axes[0].scatter(last[:, 0], last[:, 1], c=per_particle[-1], s=6, cmap="magma")

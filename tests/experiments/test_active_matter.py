@@ -81,6 +81,29 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
                      ("bound", summary["bound_per_particle"]),
                      ("score_free", summary["score_free_per_particle"])):
     assert sum(g["share"] * g[key] for g in groups) == pytest.approx(total, rel=1e-4, abs=1e-12)
+  # The slaved-mode score: fitted on the training states (its coefficients, saved, are a
+  # fresh fit on chain[:-2]) and its bound 2 gamma sum_i (g_i . f_i - div_i f_i) - gamma
+  # |f_i|^2 with f = sum_k c_k phi_k recomputed on the held-out states; the packing
+  # groups' means give back the total, and the N = 160 transfer has its own row.
+  saved = json.loads((run_dir.path / "slaved_modes.json").read_text())
+  assert saved["edges"] == list(am.SLAVED_MODE_EDGES)
+  with jax.enable_x64(True):
+    basis = active.slaved_mode_basis(params, am.SLAVED_MODE_EDGES)
+    c = np.asarray(prod.fit_linear_self_propulsion_score(
+        basis, jnp.asarray(chain[:-2], jnp.float64)))
+    np.testing.assert_allclose(saved["coefficients"], c, rtol=1e-6, atol=1e-9)
+    assert np.any(c != 0)
+    phis = [tuple(map(np.asarray, basis(z))) for z in jnp.asarray(chain[-2:], jnp.float64)]
+  slaved = np.mean([np.sum(2 * TINY.gamma * (np.einsum("k,knd,nd->n", c, phi, z[1])
+                                              - c @ div)
+                           - TINY.gamma * np.sum(np.einsum("k,knd->nd", c, phi) ** 2, -1))
+                    for (phi, div), z in zip(phis, chain[-2:])])
+  assert summary["slaved_mode_bound_per_particle"] * 40 == pytest.approx(slaved, rel=1e-6)
+  shares = {k: g["share"] for k, g in summary["by_packing"].items()}
+  assert sum(shares[k] * v for k, v in summary["slaved_mode_by_packing"].items()
+             if v is not None) == pytest.approx(summary["slaved_mode_bound_per_particle"],
+                                                rel=1e-6, abs=1e-12)
+  assert summary["transfer"]["N=160"]["slaved"]["bound_per_particle"] is not None
   # The learning curve of the bound: one value per training chunk (20 steps in chunks of
   # 5), the last one the final network's bound on the same 2 held-out states.
   curve = summary["bound_curves"]["main"]
@@ -91,6 +114,7 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   # per step and equal to the uninterrupted one, and the summary is the same.
   chunks = sorted(p.name for p in (run_dir.path / "sim").iterdir())
   stamps = {p.name: p.stat().st_mtime_ns for p in (run_dir.path / "sim").iterdir()}
+  slaved_stamp = (run_dir.path / "slaved_modes.json").stat().st_mtime_ns
   ckpts = run_dir.path / "train" / "checkpoints"
   for stale in ckpts.glob("*"):
     if stale.name.split(".")[0] in ("15", "20"):
@@ -100,9 +124,11 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   assert sorted(p.name for p in (run_dir.path / "sim").iterdir()) == chunks
   assert {p.name: p.stat().st_mtime_ns for p in (run_dir.path / "sim").iterdir()} == stamps
   assert sorted(p.name for p in ckpts.iterdir() if p.is_dir())[-1] == "20"
+  assert (run_dir.path / "slaved_modes.json").stat().st_mtime_ns == slaved_stamp   # reused
   assert resumed["bound_curves"] == summary["bound_curves"]
   assert resumed["relaxation"] == summary["relaxation"]
-  for key in ("epr_per_particle", "bound_per_particle", "score_free_per_particle"):
+  for key in ("epr_per_particle", "bound_per_particle", "score_free_per_particle",
+              "slaved_mode_bound_per_particle"):
     assert resumed[key] == pytest.approx(summary[key], rel=1e-6), key
   assert set(resumed["transfer"]) == set(summary["transfer"])
   for label, row in summary["transfer"].items():
