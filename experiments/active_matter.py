@@ -52,10 +52,9 @@ Steps:
    its slaving correction in bands of the position Jacobian's eigenvalues
    (``active.slaved_mode_basis``), weighted by a closed-form fit on the training states
    (``prod.fit_linear_self_propulsion_score``, saved in ``slaved_modes.json``), its
-   lower bound per particle, by packing and on the map. On MIPS states at N = 256 it
-   certifies 91 % of the score-free rate at gamma = 1e-2 (a stationary run) and 49 % at
-   1e-4 (a run of 0.08 / gamma), where the network certifies 71 % and 3 %
-   (``benchmarks/results/slaved_modes_cpu.md``).
+   lower bound per particle, by packing and on the map. On stationary MIPS states at
+   N = 256 it certifies 91 % of the score-free rate at gamma = 1e-2 and 49 % at 1e-4,
+   where the network certifies 71 % and 3 % (``benchmarks/results/slaved_modes_cpu*.md``).
 4. Transfer: the same network, unchanged, on a system of ``transfer_factor`` times more
    particles at the same density, and at each of ``transfer_packing`` (fresh simulations
    of the same length): EPR per particle and the stationarity residual; the slaved-mode
