@@ -507,6 +507,17 @@ def _slaved_modes_apply(cfg: Config, params: active.AOUPParams, n: int) -> bool:
   return params.epsilon == 0 and n <= cfg.slaved_mode_max_particles
 
 
+@functools.lru_cache(maxsize=None)
+def _slaved_mode_programs(params: active.AOUPParams) -> tuple[Callable, Callable]:
+  """Jitted ``(fit(x), bound(c, x))`` of the slaved-mode score for one system, compiled
+  once per system and process (a resumed run and the transfer rows reuse them)."""
+  basis = active.slaved_mode_basis(params, SLAVED_MODE_EDGES)
+  fit = jax.jit(lambda x: prod.fit_linear_self_propulsion_score(basis, x))
+  bound = jax.jit(lambda c, x: prod.linear_self_propulsion_bound(basis, c, x, params.gamma,
+                                                                 local=True))
+  return fit, bound
+
+
 def fit_slaved_modes(params: active.AOUPParams, train_x: np.ndarray, run_dir: RunDir,
                      resume: bool) -> np.ndarray:
   """``[2 K]`` coefficients of the slaved-mode score fitted on ``train_x [B, 2, N, 2]``
@@ -518,9 +529,7 @@ def fit_slaved_modes(params: active.AOUPParams, train_x: np.ndarray, run_dir: Ru
     if saved["edges"] == list(SLAVED_MODE_EDGES):
       return np.asarray(saved["coefficients"], np.float64)
   with jax.enable_x64(True):
-    basis = jax.jit(active.slaved_mode_basis(params, SLAVED_MODE_EDGES))
-    c = np.asarray(prod.fit_linear_self_propulsion_score(basis, jnp.asarray(train_x,
-                                                                           jnp.float64)))
+    c = np.asarray(_slaved_mode_programs(params)[0](jnp.asarray(train_x, jnp.float64)))
   if not np.all(np.isfinite(c)):
     raise FloatingPointError("the slaved-mode fit has non-finite coefficients")
   write_json(path, {"edges": list(SLAVED_MODE_EDGES), "coefficients": c.tolist()})
@@ -533,10 +542,8 @@ def evaluate_slaved_modes(params: active.AOUPParams, coefficients: np.ndarray,
   (``prod.linear_self_propulsion_bound``): per particle, its per-particle terms
   ``[B, N]``, and their means by local packing."""
   with jax.enable_x64(True):
-    basis = jax.jit(active.slaved_mode_basis(params, SLAVED_MODE_EDGES))
-    local = np.asarray(prod.linear_self_propulsion_bound(
-        basis, jnp.asarray(coefficients), jnp.asarray(x, jnp.float64), params.gamma,
-        local=True))
+    local = np.asarray(_slaved_mode_programs(params)[1](
+        jnp.asarray(coefficients, jnp.float64), jnp.asarray(x, jnp.float64)))
   total = float(local.sum(axis=1).mean())
   if not math.isfinite(total):
     raise FloatingPointError(f"the slaved-mode bound is {total}")

@@ -89,11 +89,12 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   assert saved["edges"] == list(am.SLAVED_MODE_EDGES)
   with jax.enable_x64(True):
     basis = active.slaved_mode_basis(params, am.SLAVED_MODE_EDGES)
-    c = np.asarray(prod.fit_linear_self_propulsion_score(
-        basis, jnp.asarray(chain[:-2], jnp.float64)))
+    c = np.asarray(jax.jit(lambda y: prod.fit_linear_self_propulsion_score(basis, y))(
+        jnp.asarray(chain[:-2], jnp.float64)))
     np.testing.assert_allclose(saved["coefficients"], c, rtol=1e-6, atol=1e-9)
     assert np.any(c != 0)
-    phis = [tuple(map(np.asarray, basis(z))) for z in jnp.asarray(chain[-2:], jnp.float64)]
+    phis = [tuple(map(np.asarray, jax.jit(basis)(z)))
+            for z in jnp.asarray(chain[-2:], jnp.float64)]
   slaved = np.mean([np.sum(2 * TINY.gamma * (np.einsum("k,knd,nd->n", c, phi, z[1])
                                               - c @ div)
                            - TINY.gamma * np.sum(np.einsum("k,knd->nd", c, phi) ** 2, -1))
