@@ -462,10 +462,10 @@ def dense_position_jacobian(x: Array, params: AOUPParams) -> Array:
   return blocks.transpose(0, 2, 1, 3).reshape(n * dim, n * dim)
 
 
-def slaved_mode_basis(params: AOUPParams, edges) -> Callable:
+def slaved_mode_basis(params: AOUPParams, edges, order: int = 2) -> Callable:
   r"""Functions of a state in which the self-propulsion score of interacting active
   particles without translational noise is linear: the harmonic score and its
-  slaving correction, mode by mode of the position Jacobian, in bands of stiffness.
+  slaving corrections, mode by mode of the position Jacobian, in bands of stiffness.
 
   With :math:`\epsilon = 0` (Boffi & Vanden-Eijnden, PNAS 2024, their motility-induced
   phase separation runs) let :math:`J = \nabla_x b_x` (``[Nd, Nd]``, symmetric: minus
@@ -475,28 +475,37 @@ def slaved_mode_basis(params: AOUPParams, edges) -> Callable:
   :math:`s_g = -g + \sum_q q\,[(\lambda_q - \gamma)\beta_q/(v_0\gamma) + q\cdot g]`.
   With soft repulsion the configuration also moves along its soft modes, at speeds of
   order :math:`v_0`, and a stiff mode then carries a part of the drift that follows this
-  motion rather than the noise: to leading order
-  :math:`\beta_q^{\rm slow} = -q\cdot w/\lambda_q^2`, :math:`w = D^2 b_x[b_x, b_x]`
-  (the rotation of the stiff eigenvectors along the flow), which adds
-  :math:`q\,(q\cdot w)/(\lambda_q v_0\gamma)` to the score. The basis holds both terms
-  summed over the modes of each band, so that a fit
+  motion rather than the noise. Along the flow at fixed ``g``,
+  :math:`\dot\beta_q = \lambda_q\beta_q + \dot q\cdot b_x`, whose slaved solution is
+  :math:`\beta_q^{\rm slow} = -\sum_{n\ge0}\lambda_q^{-n-1}\,d^n(\dot q\cdot b_x)/dt^n`;
+  with :math:`\dot q\cdot b_x \approx q\cdot w/\lambda_q`, :math:`w = D^2 b_x[b_x,
+  b_x]` (the rotation of the stiff eigenvectors), the first two terms are
+  :math:`-q\cdot w/\lambda_q^2` and :math:`-q\cdot\dot w/\lambda_q^3`,
+  :math:`\dot w = D^3 b_x[b_x, b_x, b_x] + 2 D^2 b_x[J b_x, b_x]`. Taking them out of
+  :math:`\beta_q` adds :math:`q\,(q\cdot w)/(\lambda_q v_0\gamma)` and
+  :math:`q\,(q\cdot\dot w)/(\lambda_q^2 v_0\gamma)` to the score (to leading order in
+  :math:`\gamma/|\lambda_q|`). The basis holds these terms summed over the modes of
+  each band, so that a fit
   (:func:`entropylab.production.fit_linear_self_propulsion_score`) gives each band
-  its own weights, and modes with :math:`\lambda_q \ge` ``edges[-1]`` (free, sliding or
-  unstable directions) keep :math:`s_g = -g`. Dense: ``O((N d)^3)`` per state (an
-  eigendecomposition and the all-pairs Jacobian and its derivative along
-  :math:`b_x`), for systems of up to about a thousand particles.
+  its own weights (1 where the expansion holds), and modes with :math:`\lambda_q \ge`
+  ``edges[-1]`` (free, sliding or unstable directions) keep :math:`s_g = -g`. Dense:
+  ``O((N d)^3)`` per state (an eigendecomposition, the all-pairs Jacobian and its
+  derivatives along :math:`b_x`), for systems of up to about a thousand particles.
 
   Args:
     params: the system; needs :math:`\epsilon = 0` and ``v0 != 0``.
     edges: ``[K]`` strictly increasing negative eigenvalues (inverse time): the bands
       :math:`(-\infty, e_0), [e_0, e_1), \ldots, [e_{K-2}, e_{K-1})`.
+    order: slaving terms kept, 0, 1 or 2.
 
   Returns:
-    ``basis(state [2, N, d]) -> (phi [2K, N, d], div [2K, N])``: ``phi[:K]`` the
-    harmonic terms of the bands, ``phi[K:]`` the slaving terms (units of ``g``), and
-    each one's per-particle divergence :math:`\nabla_{g_i}\cdot\phi_{k,i}` (exact:
-    :math:`\mathrm{diag}(P_b J)/\gamma` and :math:`2\,\mathrm{diag}(P_b J^{+}
-    D^2 b_x[b_x, \cdot])/\gamma` summed over the particle's coordinates), the form that
+    ``basis(state [2, N, d]) -> (phi [(1 + order) K, N, d], div [(1 + order) K, N])``:
+    ``phi[:K]`` the harmonic terms of the bands, ``phi[K:2K]`` the first slaving terms,
+    ``phi[2K:]`` the second (units of ``g``), and each one's per-particle divergence
+    :math:`\nabla_{g_i}\cdot\phi_{k,i}` (exact: the diagonal of :math:`P_b J/\gamma`,
+    :math:`2 P_b J^{+} H(b_x)/\gamma` and :math:`P_b J^{+2}(3 D^2J[b_x, b_x] +
+    2 H(J b_x) + 2 H(b_x) J)/\gamma`, :math:`H(u) = D J[u]`, summed over the particle's
+    coordinates), the form that
     :func:`entropylab.production.fit_linear_self_propulsion_score` takes.
   """
   check_params(params)
@@ -504,6 +513,8 @@ def slaved_mode_basis(params: AOUPParams, edges) -> Callable:
     raise ValueError(f"params.epsilon must be 0 (noise in g only), got {params.epsilon}")
   if params.v0 == 0:
     raise ValueError("params.v0 must be non-zero: the drift is scaled by it")
+  if order not in (0, 1, 2):
+    raise ValueError(f"order must be 0, 1 or 2, got {order!r}")
   e = np.asarray(edges, dtype=np.float64)
   if e.ndim != 1 or e.size < 1:
     raise ValueError(f"edges must be a non-empty 1-D sequence, got shape {e.shape}")
@@ -514,6 +525,7 @@ def slaved_mode_basis(params: AOUPParams, edges) -> Callable:
   params = AOUPParams(*(float(v) for v in params))
   lower = np.concatenate([[-np.inf], e[:-1]])
   gamma, v0 = params.gamma, params.v0
+  jacobian = lambda y: dense_position_jacobian(y, params)
 
   def basis(state):
     if state.ndim != 3 or state.shape[0] != 2:
@@ -522,18 +534,32 @@ def slaved_mode_basis(params: AOUPParams, edges) -> Callable:
     x, g = state[0], state[1]
     n, dim = x.shape
     b = aoup_drift(state, params)[0]
-    jmat, hmat = jax.jvp(lambda y: dense_position_jacobian(y, params), (x,), (b,))
+    jmat, hmat = jax.jvp(jacobian, (x,), (b,))           # J and H(b) = DJ[b]
     lam, q = jnp.linalg.eigh(0.5 * (jmat + jmat.T))
     masks = ((lam[None] >= lower[:, None]) & (lam[None] < e[:, None])).astype(lam.dtype)
     inv = jnp.where(lam < e[-1], 1.0 / jnp.where(lam < e[-1], lam, -1.0), 0.0)
-    beta, g_q, w_q = q.T @ b.reshape(-1), q.T @ g.reshape(-1), q.T @ (hmat @ b.reshape(-1))
-    harm = (masks * ((lam - gamma) * beta / (v0 * gamma) + g_q)) @ q.T      # [K, Nd]
-    slave = (masks * (inv * w_q / (v0 * gamma))) @ q.T
-    q2 = q * q                                                              # [Nd, modes]
-    div_h = (q2 @ (masks * lam).T) / gamma                                  # [Nd, K]
-    div_w = 2.0 * (q * (q.T @ hmat).T) @ (masks * inv).T / gamma
-    phi = jnp.concatenate([harm, slave]).reshape(-1, n, dim)
-    div = jnp.concatenate([div_h, div_w], axis=1).T.reshape(-1, n, dim).sum(-1)
+    bf = b.reshape(-1)
+    beta, g_q = q.T @ bf, q.T @ g.reshape(-1)
+    phis = [(masks * ((lam - gamma) * beta / (v0 * gamma) + g_q)) @ q.T]  # [K, Nd] each
+    divs = [(q * q) @ (masks * lam).T / gamma]                           # [Nd, K] each
+
+    def slaving(vector, matrix, power):
+      """Band terms q (q.vector) / lambda^power / (v0 gamma) and the diagonals of
+      P_b J^-power matrix / (v0 gamma), matrix = d vector / d g."""
+      weight = masks * inv ** power
+      phis.append((weight * (q.T @ vector) / (v0 * gamma)) @ q.T)
+      divs.append((q * (q.T @ matrix).T) @ weight.T / (v0 * gamma))
+
+    if order >= 1:
+      slaving(hmat @ bf, 2.0 * v0 * hmat, 1)
+    if order >= 2:
+      tangent = lambda y: jax.jvp(jacobian, (y,), (b,))[1]
+      a3 = jax.jvp(tangent, (x,), (b,))[1]                # D^2 J[b, b]
+      jb = jmat @ bf
+      h_jb = jax.jvp(jacobian, (x,), (jb.reshape(n, dim),))[1]
+      slaving(a3 @ bf + 2.0 * hmat @ jb, v0 * (3.0 * a3 + 2.0 * h_jb + 2.0 * hmat @ jmat), 2)
+    phi = jnp.concatenate(phis).reshape(-1, n, dim)
+    div = jnp.concatenate(divs, axis=1).T.reshape(-1, n, dim).sum(-1)
     return phi, div
 
   return basis

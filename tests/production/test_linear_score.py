@@ -90,7 +90,7 @@ def test_slaved_mode_basis_divergences_match_autodiff(x64):
   edges = [(lam[1] + lam[2]) / 2, (lam[5] + lam[6]) / 2, lam.max() / 2]  # 2, 4 and 4 modes
   basis = active.slaved_mode_basis(params, edges)
   phi, div = jax.jit(basis)(state)
-  assert phi.shape == (6, 5, 2) and div.shape == (6, 5)
+  assert phi.shape == (9, 5, 2) and div.shape == (9, 5)
   jac = jax.jit(jax.jacfwd(lambda gg: basis(jnp.stack([state[0], gg]))[0]))(state[1])
   own = jnp.einsum("kiaia->ki", jac)
   np.testing.assert_allclose(div, own, rtol=1e-8, atol=1e-8 * float(jnp.abs(own).max()))
@@ -100,13 +100,16 @@ def test_slaved_mode_basis_divergences_match_autodiff(x64):
                              atol=1e-8 * float(jnp.abs(harmonic).max()))
 
 
-def test_slaving_term_cancels_the_drift_that_follows_a_slide(x64):
-  """Two particles (v0 = 0.025, gamma = 1e-4, k = 1, beta = 7.5, no trap), the second pushed left
-  against the first from 20 degrees above the line of centres, g frozen, no noise: it
-  slides round the first. On this slow motion the contact mode carries drift that the
-  noise did not cause, which the harmonic term reads as a score of tens; the slaving
-  term cancels all but a fifth of it at each of three times while the contact holds
-  (predicted: the stiff component of b_x is -q.w / lambda^2 to leading order)."""
+def test_slaving_terms_cancel_the_drift_that_follows_a_slide(x64):
+  """Two particles (v0 = 0.025, gamma = 1e-4, k = 1, beta = 7.5, no trap), the second
+  pushed left against the first from 20 degrees above the line of centres, g frozen, no
+  noise: it slides round the first. On this slow motion the contact mode carries drift
+  that the noise did not cause, which the harmonic term reads as a score of tens. The
+  first slaving term cancels all but a fifth of it at each of three times while the
+  contact holds (predicted: the stiff component of b_x is -q.w / lambda^2 to leading
+  order); the second takes a further fifth off at the first two. (At the third, where
+  the contact is about to open, the series no longer converges and the second term
+  overshoots: 13.5 against 6.2.)"""
   params = packed_pair_system()._replace(gamma=1e-4, half_width=20.0)
   g = jnp.array([[0.0, 0.0], [-1.0, 0.0]])
   th = np.deg2rad(20.0)
@@ -115,12 +118,14 @@ def test_slaving_term_cancels_the_drift_that_follows_a_slide(x64):
   slide = jax.jit(lambda y: jax.lax.fori_loop(0, 4000, lambda _, z: z + 0.01 * drift(z), y))
   basis = jax.jit(active.slaved_mode_basis(params, [-0.05]))
   x = x0
-  for _ in range(3):
+  for time in range(3):
     x = slide(x)
     phi = basis(jnp.stack([x, g]))[0]
-    harm, total = float(jnp.linalg.norm(phi[0])), float(jnp.linalg.norm(phi[0] + phi[1]))
+    harm, first, second = (float(jnp.linalg.norm(phi[:k].sum(0))) for k in (1, 2, 3))
     assert harm > 10.0
-    assert total < 0.2 * harm
+    assert first < 0.2 * harm
+    if time < 2:
+      assert second < 0.8 * first
 
 
 def test_bad_input_is_refused():
@@ -135,6 +140,8 @@ def test_bad_input_is_refused():
     active.slaved_mode_basis(params._replace(epsilon=0.1), [-0.1])
   with pytest.raises(ValueError, match="v0 must be non-zero"):
     active.slaved_mode_basis(params._replace(v0=0.0), [-0.1])
+  with pytest.raises(ValueError, match="order must be 0, 1 or 2"):
+    active.slaved_mode_basis(params, [-0.1], order=3)
   x = trapped_particles(0.05, 0.1, 0.3, 4, 3)[0]
   with pytest.raises(ValueError, match="x must be"):
     prod.fit_linear_self_propulsion_score(position_and_g_basis, x[:, 0])
