@@ -9,7 +9,7 @@ model, v0 = 0.025, packing 0.5, eps = 0, dt = 0.1, run for that ``--sim-steps``;
 chain 15 training and 5 held-out states from the second half). On them,
 ``prod.fit_linear_self_propulsion_score`` fits the score
 ``-g + sum_k c_k phi_k`` over ``active.slaved_mode_basis`` (bands of the position
-Jacobian's eigenvalues with edges ``linspace(-2, -0.1, 20)`` and -0.03,
+Jacobian's eigenvalues with edges ``linspace(-1.5, -0.1, 15)`` and -0.03,
 ``experiments.active_matter.SLAVED_MODE_EDGES``, modes above -0.03 left at ``-g``), once over the harmonic terms alone and once with the slaving
 terms, on the training states; the table gives the lower bound
 (``prod.linear_self_propulsion_bound``) on the held-out states against their
@@ -141,11 +141,12 @@ def to_markdown(args, rows) -> str:
       f"{args.chains} chains from the uniform start, {15 * args.chains} training and "
       f"{5 * args.chains} held-out states from the second half (the states of "
       "`benchmarks.velocity_features --start uniform` with the same gamma and steps)",
-      "- scores: `-g + sum_k c_k phi_k` over `active.slaved_mode_basis` with edges "
-      "`linspace(-2, -0.1, 20)` and -0.03 (21 bands; modes above -0.03 keep `-g`), "
+      f"- scores: `-g + sum_k c_k phi_k` over `active.slaved_mode_basis` with edges "
+      f"`linspace(-1.5, -0.1, 15)` and -0.03 ({len(EDGES)} bands; modes above -0.03 keep "
+      "`-g`), "
       "coefficients by `prod.fit_linear_self_propulsion_score` on the training states "
-      "(the 21 harmonic terms; with the 21 first-order slaving terms; with those and the "
-      "21 second-order ones), float64; "
+      f"(the {len(EDGES)} harmonic terms; with the first-order slaving terms; with those "
+      "and the second-order ones), float64; "
       "`harmonic_self_propulsion_score` has no coefficients",
       "- columns (nats per unit time per particle): lower bound on the held-out states "
       "(`prod.linear_self_propulsion_bound`, +- standard error over states) as a share "
