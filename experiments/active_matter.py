@@ -49,11 +49,11 @@ Steps:
    (``local_epr.png``, beside the particle density), and the stationarity residual
    E[v . s] / E[|v| |s|]. With eps = 0 and at most ``slaved_mode_max_particles``
    particles, also the slaved-mode score, which needs no network: the harmonic score and
-   its slaving correction in bands of the position Jacobian's eigenvalues
+   its slaving corrections in bands of the position Jacobian's eigenvalues
    (``active.slaved_mode_basis``), weighted by a closed-form fit on the training states
    (``prod.fit_linear_self_propulsion_score``, saved in ``slaved_modes.json``), its
    lower bound per particle, by packing and on the map. On stationary MIPS states at
-   N = 256 it certifies 91 % of the score-free rate at gamma = 1e-2 and 49 % at 1e-4,
+   N = 256 it certifies 92 % of the score-free rate at gamma = 1e-2 and 58 % at 1e-4,
    where the network certifies 71 % and 3 % (``benchmarks/results/slaved_modes_cpu*.md``).
 4. Transfer: the same network, unchanged, on a system of ``transfer_factor`` times more
    particles at the same density, and at each of ``transfer_packing`` (fresh simulations
