@@ -439,8 +439,9 @@ def harmonic_self_propulsion_score(params: AOUPParams, max_neighbors: Optional[i
 
 def dense_position_jacobian(x: Array, params: AOUPParams) -> Array:
   r"""The Jacobian :math:`J = \nabla_x b_x` of the position drift of :func:`aoup_drift`
-  over all pairs, as a matrix: :math:`J_{ij} = -k\nabla F(x_i - x_j)` for
-  :math:`i \ne j` and the blocks of :func:`aoup_drift_blocks` on the diagonal.
+  (Boffi & Vanden-Eijnden, PNAS 2024, their active Ornstein-Uhlenbeck model) over all
+  pairs, as a matrix: :math:`J_{ij} = -k\nabla F(x_i - x_j)` for :math:`i \ne j` and
+  the blocks of :func:`aoup_drift_blocks` on the diagonal.
 
   Assembled from the pair Jacobians in ``O(N^2 d^2)`` memory (``jax.jacfwd`` of the
   drift would hold ``N d`` tangents of every pair), differentiable in ``x``.

@@ -496,8 +496,8 @@ def hypoelliptic_entropy_production_bound(score: Callable, x, gamma, local: bool
                          base)
 
 
-def _linear_terms(basis: Callable, state: Array) -> tuple[Array, Array, Array]:
-  """Per-particle ``(g . phi_k - div_k [K, N], phi [K, N, d])`` and ``g`` of one state."""
+def _linear_terms(basis: Callable, state: Array) -> tuple[Array, Array]:
+  """``(g_i . phi_{k,i} - div_{k,i} [K, N], phi [K, N, d])`` of one state."""
   phi, div = basis(state)
   k, n, dim = phi.shape[0], state.shape[1], state.shape[2]
   if phi.shape != (k, n, dim) or div.shape != (k, n):
