@@ -522,7 +522,8 @@ def _slaved_mode_programs(params: active.AOUPParams) -> tuple[Callable, Callable
 
 def fit_slaved_modes(params: active.AOUPParams, train_x: np.ndarray, run_dir: RunDir,
                      resume: bool) -> np.ndarray:
-  """``[2 K]`` coefficients of the slaved-mode score fitted on ``train_x [B, 2, N, 2]``
+  """``[3 K]`` coefficients of the slaved-mode score (``K`` bands, both slaving orders)
+  fitted on ``train_x [B, 2, N, 2]``
   (``prod.fit_linear_self_propulsion_score``, float64), saved to
   ``slaved_modes.json`` and read back from there on ``resume``."""
   path = run_dir.path / "slaved_modes.json"
@@ -621,7 +622,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     result = evaluate(net, net_params, p, x[0, -n_held:], cfg)
     evaluate_baseline(label, p, x[0, -n_held:])
     if slaved_c is not None and _slaved_modes_apply(cfg, p, n):
-      result["slaved"] = evaluate_slaved_modes(p, slaved_c, x[0, -n_held:])
+      result["slaved"] = {k: v for k, v in evaluate_slaved_modes(
+          p, slaved_c, x[0, -n_held:]).items() if k != "local"}
     transfer[label] = {k: v for k, v in result.items()
                        if k not in ("per_particle", "bound_local")}
     transfer[label].update(dense=relax[-1]["dense"], dilute=relax[-1]["dilute"])
@@ -718,9 +720,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
       # wall-clock seconds of each stage on jax.devices()[0] (a resumed run counts only
       # the work it redid)
       "device": jax.devices()[0].device_kind, "seconds": clock,
-      "transfer": {k: {kk: (round(vv, 6) if isinstance(vv, float) else
-                            {"bound_per_particle": vv["bound_per_particle"],
-                             "by_packing": vv["by_packing"]} if kk == "slaved" else vv)
+      "transfer": {k: {kk: (round(vv, 6) if isinstance(vv, float) else vv)
                        for kk, vv in v.items()} for k, v in transfer.items()},
   }
 
