@@ -10,8 +10,9 @@ chain 15 training and 5 held-out states from the second half). On them,
 ``prod.fit_linear_self_propulsion_score`` fits the score
 ``-g + sum_k c_k phi_k`` over ``active.slaved_mode_basis`` (bands of the position
 Jacobian's eigenvalues with edges ``linspace(-1.5, -0.1, 15)`` and -0.03,
-``experiments.active_matter.SLAVED_MODE_EDGES``, modes above -0.03 left at ``-g``), once over the harmonic terms alone and once with the slaving
-terms, on the training states; the table gives the lower bound
+``experiments.active_matter.SLAVED_MODE_EDGES``, modes above -0.03 left at ``-g``) on
+the training states, over the harmonic terms alone, with the first-order slaving terms,
+and with both orders; the table gives the lower bound
 (``prod.linear_self_propulsion_bound``) on the held-out states against their
 score-free rate (``active.aoup_score_free_entropy_production``), beside the harmonic
 score with no fit (``active.harmonic_self_propulsion_score``) on the same states. A
