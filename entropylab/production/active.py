@@ -566,6 +566,180 @@ def slaved_mode_basis(params: AOUPParams, edges, order: int = 2) -> Callable:
   return basis
 
 
+def _probe_colours(x: Array, params: AOUPParams, reach: float, period: int = 4
+                   ) -> tuple[Array, Array]:
+  r"""Colours for exact divergences by probing: particles of one colour are more than
+  ``reach`` apart (minimum image), so one forward-mode derivative per colour and
+  coordinate reads the diagonal of a Jacobian whose entries vanish beyond ``reach``.
+
+  Cells at least ``reach / (period - 1)`` wide, their number per side a multiple of
+  ``period``, take ``period^d`` colours in a periodic pattern, so that two cells of one
+  colour have ``period - 1`` cells between them; a cell's particles, by index, take the
+  next colours in steps of ``period^d``. When that would need ``N`` colours or more
+  (small boxes), every particle is its own colour.
+
+  Returns:
+    ``(colour [N] int32, count [])``: colours ``0 .. count - 1``.
+  """
+  n, dim = x.shape
+  side = period * int(math.floor(2.0 * params.half_width * (period - 1)
+                                 / (reach * (1.0 + 1e-6) * period)))
+  identity = (jnp.arange(n, dtype=jnp.int32), jnp.int32(n))
+  if side < period:
+    return identity
+  width = 2.0 * params.half_width / side
+  coords = jnp.clip(jnp.floor((wrap_positions(x, params.half_width) + params.half_width)
+                              / width).astype(jnp.int32), 0, side - 1)
+  cell = jnp.sum(coords * side ** np.arange(dim), axis=1)
+  pattern = jnp.sum(jnp.mod(coords, period) * period ** np.arange(dim), axis=1)
+  order = jnp.argsort(cell, stable=True)
+  start = jnp.searchsorted(cell[order], cell, side="left")
+  rank = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32)) - start
+  colour = (pattern + period ** dim * rank).astype(jnp.int32)
+  count = jnp.max(colour) + 1
+  return tuple(jnp.where(count < n, a, b) for a, b in zip((colour, count), identity))
+
+
+def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 2,
+                            scale: Optional[float] = None, max_neighbors: int = 32,
+                            max_per_cell: Optional[int] = None, probes_per_pass: int = 16
+                            ) -> Callable:
+  r"""The slaved-mode basis of :func:`slaved_mode_basis` with polynomial filters of the
+  position Jacobian in place of its eigenvalue bands: local, ``O(N K)`` per function
+  and no eigendecomposition, so it runs at any ``N`` and its coefficients carry over
+  between system sizes.
+
+  With :math:`J = \nabla_x b_x` (Boffi & Vanden-Eijnden, PNAS 2024, active particles
+  with :math:`\epsilon = 0`), the three vectors whose band projections make
+  :func:`slaved_mode_basis`,
+
+  .. math::
+     h = \frac{(J - \gamma) b_x}{v_0\gamma} + g, \quad
+     w_1 = \frac{D^2 b_x[b_x, b_x]}{v_0\gamma}, \quad
+     w_2 = \frac{D^3 b_x[b_x, b_x, b_x] + 2 D^2 b_x[b_x, J b_x]}{v_0\gamma},
+
+  are here filtered by the powers :math:`(J/\sigma)^p`, ``p = 0 .. degree``, so that a
+  linear fit (:func:`entropylab.production.fit_linear_self_propulsion_score`) chooses
+  for each vector a polynomial :math:`f(\lambda)` of the mode's eigenvalue, where the
+  bands chose a step function (:math:`1`, :math:`1/\lambda` and :math:`1/\lambda^2`
+  times band weights). Matrix-vector products are forward-mode derivatives of the
+  drift over a :func:`neighbor_list` at :func:`interaction_cutoff` (the softplus tail
+  beyond it, below :math:`e^{-12}/\beta`, is dropped), so function ``p`` of particle
+  ``i`` depends on the particles within ``p + 2`` contacts. Divergences are exact: one
+  forward-mode derivative in ``g`` per colour and coordinate of a colouring in which
+  particles of one colour are further apart than that reach (a few hundred colours in a
+  dense phase, whatever ``N``; every particle its own colour in small boxes).
+
+  On stationary N = 256 MIPS states (``benchmarks/slaved_modes.py``), degree 3 certifies
+  as much of the rate as the 16 bands of :func:`slaved_mode_basis` with 12 coefficients
+  in place of 48.
+
+  Args:
+    params: the system; needs :math:`\epsilon = 0` and ``v0 != 0``.
+    degree: highest power of :math:`J/\sigma`, ``>= 0``.
+    order: slaving terms kept, 0, 1 or 2.
+    scale: :math:`\sigma > 0` (inverse time), for conditioning only (the span does not
+      depend on it); default ``k + A`` (1 if both are 0).
+    max_neighbors, max_per_cell: capacities of the neighbour list (partners beyond them
+      are dropped, which changes the functions but keeps them functions of the state
+      and the divergences exact); ``max_per_cell`` defaults as in
+      :func:`aoup_score_free_entropy_production`.
+    probes_per_pass: colour-coordinate probes of the divergence evaluated together
+      (vectorised; memory grows with it).
+
+  Returns:
+    ``basis(state [2, N, d]) -> (phi [(1 + order)(degree + 1), N, d], div [same, N])``:
+    ``phi[t (degree + 1) + p]`` is :math:`(J/\sigma)^p` times :math:`h`, :math:`w_1`,
+    :math:`w_2` for ``t = 0, 1, 2`` (units of ``g``), and ``div`` each one's
+    :math:`\nabla_{g_i}\cdot\phi_{k,i}`, the form that
+    :func:`entropylab.production.fit_linear_self_propulsion_score` takes.
+  """
+  check_params(params)
+  if params.epsilon != 0:
+    raise ValueError(f"params.epsilon must be 0 (noise in g only), got {params.epsilon}")
+  if params.v0 == 0:
+    raise ValueError("params.v0 must be non-zero: the drift is scaled by it")
+  if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
+    raise ValueError(f"degree must be an integer >= 0, got {degree!r}")
+  if order not in (0, 1, 2):
+    raise ValueError(f"order must be 0, 1 or 2, got {order!r}")
+  _checks.check_positive_int(max_neighbors, "max_neighbors")
+  _checks.check_positive_int(probes_per_pass, "probes_per_pass")
+  if max_per_cell is not None:
+    _checks.check_positive_int(max_per_cell, "max_per_cell")
+  params = AOUPParams(*(float(v) for v in params))
+  if scale is None:
+    scale = params.k + params.trap if params.k + params.trap > 0 else 1.0
+  if not (math.isfinite(float(scale)) and float(scale) > 0):
+    raise ValueError(f"scale must be a finite positive number, got {scale}")
+  scale, gamma, v0 = float(scale), params.gamma, params.v0
+  cutoff = interaction_cutoff(params)
+  reach = (degree + (2 if order == 2 else 1)) * cutoff
+
+  def basis(state):
+    if state.ndim != 3 or state.shape[0] != 2:
+      raise ValueError(f"state must be [2, N, d] (positions, self-propulsions), got shape "
+                       f"{state.shape}")
+    x = state[0]
+    capacity = max_per_cell or _default_max_per_cell(params, cutoff, x.shape[-1])
+    nb = neighbor_list(x, params, cutoff, max_neighbors, capacity)
+    forces = lambda y: params.k * pair_forces(y, nb, params) - params.trap * y
+    along = lambda u: lambda y: jax.jvp(forces, (y,), (u,))[1]          # y -> DF(y)[u]
+    jac = lambda u: along(u)(x)                                         # J u
+    second = lambda u, w: jax.jvp(along(u), (x,), (w,))[1]              # D^2 F[u, w]
+    third = lambda u, w, z: jax.jvp(lambda y: jax.jvp(along(u), (y,), (w,))[1],
+                                    (x,), (z,))[1]                      # D^3 F[u, w, z]
+
+    b = aoup_drift(state, params, nb)[0]
+    jb = jac(b)
+
+    def powers(vectors):
+      out = []
+      for v in vectors:
+        for p in range(degree + 1):
+          out.append(v)
+          if p < degree:
+            v = jac(v) / scale
+      return jnp.stack(out)
+
+    vectors = [(jb - gamma * b) / (v0 * gamma) + state[1]]
+    if order >= 1:
+      vectors.append(second(b, b) / (v0 * gamma))
+    if order >= 2:
+      vectors.append((third(b, b, b) + 2.0 * second(b, jb)) / (v0 * gamma))
+    phi = powers(vectors)
+
+    def derivative(t):
+      """d phi along the self-propulsions t [N, d] (d b_x = v0 t)."""
+      jt = jac(t)
+      d_vectors = [jt / gamma]
+      if order >= 1:
+        d_vectors.append(2.0 * second(b, t) / gamma)
+      if order >= 2:
+        d_vectors.append((3.0 * third(b, b, t) + 2.0 * second(t, jb) + 2.0 * second(b, jt))
+                         / gamma)
+      return powers(d_vectors)
+
+    colour, count = _probe_colours(x, params, reach)
+    dim = x.shape[-1]
+    lanes = jnp.arange(probes_per_pass)
+
+    def one_pass(i, div):
+      probe = i * probes_per_pass + lanes                        # [P] (colour, coordinate)
+      member = (colour[None] == (probe // dim)[:, None]) & (probe < count * dim)[:, None]
+      axis = (jnp.arange(dim)[None] == (probe % dim)[:, None])
+      tangent = (member[:, :, None] & axis[:, None, :]).astype(x.dtype)     # [P, N, d]
+      d_phi = jax.vmap(derivative)(tangent)                                 # [P, F, N, d]
+      own = jnp.sum(d_phi * axis[:, None, None, :], axis=-1)                # [P, F, N]
+      return div + jnp.sum(jnp.where(member[:, None], own, 0.0), axis=0)
+
+    passes = (count * dim + probes_per_pass - 1) // probes_per_pass
+    div = lax.fori_loop(0, passes, one_pass, jnp.zeros(phi.shape[:2], phi.dtype))
+    return phi, div
+
+  return basis
+
+
 def aoup_score_free_entropy_production(x, params: AOUPParams, local: bool = False,
                                        max_neighbors: Optional[int] = None,
                                        max_per_cell: Optional[int] = None,

@@ -128,6 +128,100 @@ def test_slaving_terms_cancel_the_drift_that_follows_a_slide(x64):
       assert second < 0.8 * first
 
 
+def clumped_system(n_clumps=16, seed=5):
+  """``(params, state)``: clumps of four particles in contact (a 1.8-square, jittered) at
+  random places in a box of packing 0.03, and Gaussian self-propulsions."""
+  params = active.AOUPParams(v0=0.025, gamma=1e-3, epsilon=0.0,
+                             half_width=active.box_half_width(4 * n_clumps, 0.03))
+  rng = np.random.default_rng(seed)
+  square = np.array([[0, 0], [1.8, 0], [0, 1.8], [1.8, 1.8]])
+  centres = rng.uniform(-params.half_width, params.half_width, (n_clumps, 1, 2))
+  x = (centres + square + rng.uniform(-0.1, 0.1, (n_clumps, 4, 2))).reshape(-1, 2)
+  x = np.asarray(active.wrap_positions(jnp.asarray(x), params.half_width))
+  return params, jnp.asarray(np.stack([x, rng.normal(size=x.shape)]))
+
+
+def dense_slaved_vectors(state, params):
+  """``(J, h, w_1, w_2)`` from the all-pairs drift (an independent path: no neighbour
+  list, no probing): the vectors that ``local_slaved_mode_basis`` filters."""
+  gamma, v0 = params.gamma, params.v0
+  forces = lambda y: active.aoup_drift(jnp.stack([y, jnp.zeros_like(y)]), params)[0]
+  x = state[0]
+  b = active.aoup_drift(state, params)[0]
+  d1 = lambda y, u: jax.jvp(forces, (y,), (u,))[1]
+  d2 = lambda y, u, w: jax.jvp(lambda z: d1(z, u), (y,), (w,))[1]
+  d3 = lambda u, w, z: jax.jvp(lambda y: d2(y, u, w), (x,), (z,))[1]
+  jb = d1(x, b)
+  jmat = active.dense_position_jacobian(x, params)
+  return (jmat, (jb - gamma * b) / (v0 * gamma) + state[1], d2(x, b, b) / (v0 * gamma),
+          (d3(b, b, b) + 2 * d2(x, b, jb)) / (v0 * gamma))
+
+
+def test_local_slaved_mode_basis_is_exact_and_local(x64):
+  """16 four-particle clumps in a box of packing 0.03, degree 1 with both slaving
+  orders: the functions are the powers of the all-pairs J times the vectors h, w_1, w_2
+  of the dense drift (to the dropped softplus tail, 1e-5 of the largest); the
+  probing colours (fewer than N, so not the particle-by-particle fallback) keep
+  particles of one colour further apart than the reach; the divergences equal the
+  traces of the dense functions' forward-mode Jacobian in each particle's own g (to the
+  same tail); and moving one particle
+  leaves the functions of every particle beyond the reach (3 cut-offs) unchanged."""
+  params, state = clumped_system()
+  n = state.shape[1]
+  basis = jax.jit(active.local_slaved_mode_basis(params, degree=1, order=2,
+                                                 probes_per_pass=8))
+  phi, div = basis(state)
+  assert phi.shape == (6, n, 2) and div.shape == (6, n)
+
+  def expected(g):
+    jmat, *vectors = dense_slaved_vectors(jnp.stack([state[0], g]), params)
+    return jnp.stack([m for v in vectors for m in (v, (jmat @ v.reshape(-1)).reshape(n, 2))])
+
+  expect = expected(state[1])
+  for t in range(3):
+    scale = float(jnp.abs(expect[2 * t:2 * t + 2]).max())
+    assert scale > 0
+    np.testing.assert_allclose(phi[2 * t:2 * t + 2], expect[2 * t:2 * t + 2], rtol=0,
+                               atol=1e-5 * scale)
+  reach = 3 * active.interaction_cutoff(params)
+  colour, count = active._probe_colours(state[0], params, reach)
+  assert 1 < int(count) < n
+  diff = active.minimum_image(state[0][:, None] - state[0][None], params.half_width)
+  dist = np.asarray(jnp.linalg.norm(diff, axis=-1))
+  same = (np.asarray(colour)[:, None] == np.asarray(colour)[None]) & ~np.eye(n, dtype=bool)
+  assert same.any() and dist[same].min() > reach
+  own = jnp.einsum("kiaia->ki", jax.jit(jax.jacfwd(expected))(state[1]))
+  for t in range(3):
+    scale = float(jnp.abs(own[2 * t:2 * t + 2]).max())
+    assert scale > 0
+    np.testing.assert_allclose(div[2 * t:2 * t + 2], own[2 * t:2 * t + 2], rtol=0,
+                               atol=1e-5 * scale)
+  moved = state.at[0, 0].add(jnp.array([0.3, -0.2])).at[1, 0].add(0.5)
+  phi_moved = basis(moved)[0]
+  far = dist[0] > reach
+  assert far.sum() > n // 2
+  np.testing.assert_array_equal(phi_moved[:, far], phi[:, far])
+  assert float(jnp.abs(phi_moved[:, 0] - phi[:, 0]).max()) > 0
+
+
+def test_local_slaved_mode_fit_on_trapped_particles_gives_the_rate(x64):
+  """Trapped particles without interactions (k = 0, A = 0.05, gamma = 0.1, v0 = 0.3):
+  J = -A, the harmonic term is the exact score and the slaving terms vanish. The fit over
+  the local harmonic terms (degree 1) certifies the rate A d = 0.1 per particle within 3%
+  on held-out samples."""
+  trap, gamma, v0, n = 0.05, 0.1, 0.3, 20
+  params = active.AOUPParams(v0=v0, gamma=gamma, epsilon=0.0, k=0.0, trap=trap,
+                             half_width=40.0)
+  x, _, _, rate = trapped_particles(trap, gamma, v0, n, 1500)
+  held_out = trapped_particles(trap, gamma, v0, n, 1500, seed=1)[0]
+  phi = jax.jit(active.local_slaved_mode_basis(params, degree=0, order=2))(x[0])[0]
+  assert float(jnp.abs(phi[0]).max()) > 0 and float(jnp.abs(phi[1:]).max()) == 0.0
+  basis = jax.jit(active.local_slaved_mode_basis(params, degree=1, order=0))
+  c = prod.fit_linear_self_propulsion_score(basis, x)
+  bound = float(prod.linear_self_propulsion_bound(basis, c, held_out, gamma)) / n
+  assert abs(bound - rate) < 0.03 * rate
+
+
 def test_bad_input_is_refused():
   params = packed_pair_system()
   with pytest.raises(ValueError, match="edges must be strictly increasing"):
@@ -142,6 +236,16 @@ def test_bad_input_is_refused():
     active.slaved_mode_basis(params._replace(v0=0.0), [-0.1])
   with pytest.raises(ValueError, match="order must be 0, 1 or 2"):
     active.slaved_mode_basis(params, [-0.1], order=3)
+  with pytest.raises(ValueError, match="degree must be an integer >= 0"):
+    active.local_slaved_mode_basis(params, degree=-1)
+  with pytest.raises(ValueError, match="order must be 0, 1 or 2"):
+    active.local_slaved_mode_basis(params, order=4)
+  with pytest.raises(ValueError, match="scale must be a finite positive"):
+    active.local_slaved_mode_basis(params, scale=0.0)
+  with pytest.raises(ValueError, match="epsilon must be 0"):
+    active.local_slaved_mode_basis(params._replace(epsilon=0.1))
+  with pytest.raises(ValueError, match="max_neighbors"):
+    active.local_slaved_mode_basis(params, max_neighbors=0)
   x = trapped_particles(0.05, 0.1, 0.3, 4, 3)[0]
   with pytest.raises(ValueError, match="x must be"):
     prod.fit_linear_self_propulsion_score(position_and_g_basis, x[:, 0])
