@@ -622,10 +622,11 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 2,
   linear fit (:func:`entropylab.production.fit_linear_self_propulsion_score`) chooses
   for each vector a polynomial :math:`f(\lambda)` of the mode's eigenvalue, where the
   bands chose a step function (:math:`1`, :math:`1/\lambda` and :math:`1/\lambda^2`
-  times band weights). Matrix-vector products are forward-mode derivatives of the
-  drift over a :func:`neighbor_list` at :func:`interaction_cutoff` (the softplus tail
-  beyond it, below :math:`e^{-12}/\beta`, is dropped), so function ``p`` of particle
-  ``i`` depends on the particles within ``p + 2`` contacts. Divergences are exact: one
+  times band weights). Products with :math:`J`, :math:`D^2 b_x` and :math:`D^3 b_x` are
+  contractions with the first three derivatives of the pair force at the pairs of a
+  :func:`neighbor_list` at :func:`interaction_cutoff` (the softplus tail beyond it,
+  below :math:`e^{-12}/\beta`, is dropped), so function ``p`` of particle ``i``
+  depends on the particles within ``p + 2`` contacts. Divergences are exact: one
   forward-mode derivative in ``g`` per colour and coordinate of a colouring in which
   particles of one colour are further apart than that reach (a few hundred colours in a
   dense phase, whatever ``N``; every particle its own colour in small boxes).
@@ -683,12 +684,23 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 2,
     x = state[0]
     capacity = max_per_cell or _default_max_per_cell(params, cutoff, x.shape[-1])
     nb = neighbor_list(x, params, cutoff, max_neighbors, capacity)
-    forces = lambda y: params.k * pair_forces(y, nb, params) - params.trap * y
-    along = lambda u: lambda y: jax.jvp(forces, (y,), (u,))[1]          # y -> DF(y)[u]
-    jac = lambda u: along(u)(x)                                         # J u
-    second = lambda u, w: jax.jvp(along(u), (x,), (w,))[1]              # D^2 F[u, w]
-    third = lambda u, w, z: jax.jvp(lambda y: jax.jvp(along(u), (y,), (w,))[1],
-                                    (x,), (z,))[1]                      # D^3 F[u, w, z]
+    # Derivatives of the pair force at each listed pair, so that every product below is
+    # a gather and a contraction: D^m F[u, ...]_i = k sum_j D^m F(x_i - x_j)[u_i - u_j, ...].
+    n = x.shape[0]
+    valid = nb.index < n
+    diff = minimum_image(x[:, None, :] - jnp.concatenate([x, jnp.zeros_like(x[:1])])[nb.index],
+                         params.half_width)
+    force = lambda r: _pair_force(r, params)
+    tensors = []
+    for _ in range(3):
+      force = jax.jacfwd(force)
+      tensors.append(jax.vmap(jax.vmap(force))(diff)
+                     * valid.reshape(valid.shape + (1,) * (len(tensors) + 2)))
+    t1, t2, t3 = (params.k * t for t in tensors)
+    rel = lambda u: u[:, None, :] - jnp.concatenate([u, jnp.zeros_like(u[:1])])[nb.index]
+    jac = lambda u: jnp.einsum("nkab,nkb->na", t1, rel(u)) - params.trap * u
+    second = lambda u, w: jnp.einsum("nkabc,nkb,nkc->na", t2, rel(u), rel(w))
+    third = lambda u, w, z: jnp.einsum("nkabcd,nkb,nkc,nkd->na", t3, rel(u), rel(w), rel(z))
 
     b = aoup_drift(state, params, nb)[0]
     jb = jac(b)

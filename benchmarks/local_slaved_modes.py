@@ -1,0 +1,195 @@
+"""The local slaved-mode score against the dense one, and carried to a larger system.
+
+``python -m benchmarks.local_slaved_modes [--n 256] [--transfer-n 1024] [--chains 4]
+[--gammas 1e-2 1e-3 1e-4] [--sim-steps 8000 40000 8000] [--degrees 2 3 4] [--tag TAG]``
+
+On the MIPS states of ``benchmarks.slaved_modes`` (N = ``--n``, per gamma ``--chains``
+chains from the uniform start, 15 training and 5 held-out states each), the score
+``-g + sum_k c_k phi_k`` is fitted (``prod.fit_linear_self_propulsion_score``, float64)
+over two bases with both slaving orders: ``active.slaved_mode_basis`` (dense: the 16
+eigenvalue bands of ``experiments.active_matter.SLAVED_MODE_EDGES``, 48 functions) and
+``active.local_slaved_mode_basis`` (powers of the position Jacobian up to each of
+``--degrees``, 3 (degree + 1) functions; one evaluation at the highest degree gives the
+lower ones, whose functions are a subset). The first table gives the lower bound
+(``prod.linear_self_propulsion_bound``) on the held-out states as a share of their
+score-free rate (``active.aoup_score_free_entropy_production``), and the seconds per
+state of each basis after compilation. The second carries the local coefficients
+(degree 3) fitted at N = ``--n`` unchanged to states of N = ``--transfer-n`` (same
+gamma, steps and chains), beside a fit on that system's own training states. Writes
+``results/local_slaved_modes_<platform>[_TAG].md``. Not part of ``python -m
+benchmarks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import velocity_features as vf
+from benchmarks.bench_info import result_header, result_name, write_result
+from benchmarks.slaved_modes import EDGES, per_state
+from entropylab import production as prod
+from entropylab.production import active
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TRANSFER_DEGREE = 3
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.local_slaved_modes",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--n", type=int, default=256, help="particles of the fit")
+  parser.add_argument("--transfer-n", type=int, default=1024,
+                      help="particles of the system the fit is carried to (0: none)")
+  parser.add_argument("--chains", type=int, default=4)
+  parser.add_argument("--gammas", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4])
+  parser.add_argument("--sim-steps", type=int, nargs="+", default=[8000, 40000, 8000],
+                      help="simulation steps, one per gamma")
+  parser.add_argument("--degrees", type=int, nargs="+", default=[2, 3, 4])
+  parser.add_argument("--tag", default="", help="suffix of the results file name")
+  parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+  args = parser.parse_args(argv)
+  if len(args.sim_steps) != len(args.gammas):
+    parser.error("give one --sim-steps per --gammas")
+  if any(s < 40 or s % 40 for s in args.sim_steps):
+    parser.error("--sim-steps must be positive multiples of 40")
+  if min(args.n, args.chains) < 1 or args.transfer_n < 0 or not all(g > 0 for g in args.gammas):
+    parser.error("--n, --chains and --gammas must be positive, --transfer-n >= 0")
+  if min(args.degrees) < 0 or (args.transfer_n and TRANSFER_DEGREE > max(args.degrees)):
+    parser.error(f"--degrees must be >= 0 and, with --transfer-n, reach {TRANSFER_DEGREE}")
+  return args
+
+
+def states(n, chains, gamma, sim_steps):
+  """``(train, test, params)``: the states of ``benchmarks.velocity_features``."""
+  return vf.mips_states(vf.parse_args(["--n", str(n), "--chains", str(chains), "--gamma",
+                                       str(gamma), "--start", "uniform", "--sim-steps",
+                                       str(sim_steps)]))
+
+
+def moments(basis, train, test):
+  """Float64 moments of the training and held-out states, and seconds per held-out
+  state (the training pass compiles)."""
+  run = lambda x: tuple(np.asarray(a) for a in prod.linear_self_propulsion_moments(
+      basis, jnp.asarray(x, jnp.float64)))
+  tr = run(train)
+  start = time.perf_counter()
+  te = run(test)
+  return tr, te, (time.perf_counter() - start) / len(test)
+
+
+def columns(degree, top):
+  """Indices of the degree-``degree`` functions in a basis evaluated at degree ``top``."""
+  return np.array([t * (top + 1) + p for t in range(3) for p in range(degree + 1)])
+
+
+def fit(tr, keep):
+  c = np.zeros(tr[0].shape[1])
+  c[keep] = np.linalg.lstsq(tr[1].mean(0)[np.ix_(keep, keep)], tr[0].mean(0)[keep],
+                            rcond=None)[0]
+  return c
+
+
+def free_rate(x, params, n):
+  """``[B]`` score-free rate per particle of each state."""
+  return np.asarray(active.aoup_score_free_entropy_production(
+      jnp.asarray(x), params, local=True, max_neighbors=64, max_per_cell=24)).sum(1) / n
+
+
+def measure_gamma(args, gamma, sim_steps):
+  train, test, params = states(args.n, args.chains, gamma, sim_steps)
+  free = free_rate(test, params, args.n)
+  top = max(args.degrees)
+  row = {"gamma": gamma, "sim_steps": sim_steps, "free": free}
+  with jax.enable_x64(True):
+    tr, te, row["dense_s"] = moments(jax.jit(active.slaved_mode_basis(params, EDGES)),
+                                     train, test)
+    row["dense"] = per_state(fit(tr, np.arange(3 * len(EDGES))), *te, gamma, args.n)
+    local = jax.jit(active.local_slaved_mode_basis(params, degree=top))
+    tr, te, row["local_s"] = moments(local, train, test)
+    row["local"], row["local_train"] = {}, {}
+    for degree in args.degrees:
+      c = fit(tr, columns(degree, top))
+      row["local"][degree] = per_state(c, *te, gamma, args.n)
+      row["local_train"][degree] = per_state(c, *tr, gamma, args.n)
+    if args.transfer_n:
+      c = fit(tr, columns(TRANSFER_DEGREE, top))
+      big_train, big_test, big = states(args.transfer_n, args.chains, gamma, sim_steps)
+      row["big_free"] = free_rate(big_test, big, args.transfer_n)
+      big_basis = jax.jit(active.local_slaved_mode_basis(big, degree=top))
+      btr, bte, row["big_s"] = moments(big_basis, big_train, big_test)
+      row["carried"] = per_state(c, *bte, gamma, args.transfer_n)
+      row["own"] = per_state(fit(btr, columns(TRANSFER_DEGREE, top)), *bte, gamma,
+                             args.transfer_n)
+      row["c"], row["c_own"] = c, fit(btr, columns(TRANSFER_DEGREE, top))
+  f = free.mean()
+  print(f"gamma {gamma:g}: dense {row['dense'].mean() / f:.1%}; " + "; ".join(
+      f"degree {d} {v.mean() / f:.1%}" for d, v in row["local"].items()) +
+      (f"; carried to N = {args.transfer_n}: {row['carried'].mean() / row['big_free'].mean():.1%}"
+       f" (own fit {row['own'].mean() / row['big_free'].mean():.1%})" if args.transfer_n
+       else ""), flush=True)
+  return row
+
+
+def to_markdown(args, rows) -> str:
+  se = lambda v: v.std() / np.sqrt(len(v))
+  share = lambda v, f: f"{v.mean() / f:.1%} +- {se(v) / f:.1%}"
+  lines = result_header("Local slaved-mode scores for the MIPS rate") + [
+      f"- system: v0 = 0.025, packing 0.5, eps = 0, dt = 0.1; per gamma {args.chains} "
+      f"chains from the uniform start, {15 * args.chains} training and {5 * args.chains} "
+      "held-out states from the second half of each run (the states of "
+      "`benchmarks.velocity_features --start uniform`)",
+      "- scores: `-g + sum_k c_k phi_k`, coefficients by "
+      "`prod.fit_linear_self_propulsion_score` on the training states, float64, both "
+      f"slaving orders; dense: `active.slaved_mode_basis`, {len(EDGES)} bands "
+      f"({3 * len(EDGES)} functions); local: `active.local_slaved_mode_basis` of the "
+      "given degree (3 (degree + 1) functions, neighbour lists of 32, exact divergences "
+      "by colour probing)",
+      "- shares: lower bound on the held-out states (`prod.linear_self_propulsion_bound`, "
+      "+- standard error over states) over their score-free rate "
+      "(`aoup_score_free_entropy_production`); seconds per state after compilation "
+      "(functions and divergences)",
+      "", f"N = {args.n}:", "",
+      "| gamma | steps | score-free rate | dense bands | " + " | ".join(
+          f"local, degree {d}" for d in args.degrees) + " | local, degree "
+      f"{args.degrees[-1]}, training states | s/state dense | s/state local (degree "
+      f"{max(args.degrees)}) |",
+      "|---:|---:|---:|---:|" + "---:|" * len(args.degrees) + "---:|---:|---:|"]
+  for r in rows:
+    f = r["free"].mean()
+    lines.append(f"| {r['gamma']:g} | {r['sim_steps']:,} | {f:.4f} | {share(r['dense'], f)} | "
+                 + " | ".join(share(r["local"][d], f) for d in args.degrees) +
+                 f" | {r['local_train'][args.degrees[-1]].mean() / f:.1%} | "
+                 f"{r['dense_s']:.2f} | {r['local_s']:.2f} |")
+  if args.transfer_n:
+    lines += ["", f"Degree {TRANSFER_DEGREE} carried from N = {args.n} to N = "
+              f"{args.transfer_n} (held-out states of N = {args.transfer_n}; its own fit "
+              "uses its own training states); coefficients in the order h, w_1, w_2, "
+              "powers 0 .. 3 within each:", "",
+              f"| gamma | score-free rate | fitted at N = {args.n}, carried | fitted at N = "
+              f"{args.transfer_n} | s/state local (degree {max(args.degrees)}) | c carried "
+              "| c own |", "|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+      f = r["big_free"].mean()
+      fmt = lambda c: " ".join(f"{v:.2f}" for v in c[columns(TRANSFER_DEGREE, max(args.degrees))])
+      lines.append(f"| {r['gamma']:g} | {f:.4f} | {share(r['carried'], f)} | "
+                   f"{share(r['own'], f)} | {r['big_s']:.2f} | {fmt(r['c'])} | "
+                   f"{fmt(r['c_own'])} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  rows = [measure_gamma(args, g, s) for g, s in zip(args.gammas, args.sim_steps)]
+  write_result(to_markdown(args, rows), args.out, result_name("local_slaved_modes", args.tag))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
