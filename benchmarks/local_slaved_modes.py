@@ -7,7 +7,7 @@ On the MIPS states of ``benchmarks.slaved_modes`` (N = ``--n``, per gamma ``--ch
 chains from the uniform start, 15 training and 5 held-out states each), the score
 ``-g + sum_k c_k phi_k`` is fitted (``prod.fit_linear_self_propulsion_score``, float64)
 over two bases with both slaving orders: ``active.slaved_mode_basis`` (dense: the 16
-eigenvalue bands of ``experiments.active_matter.SLAVED_MODE_EDGES``, 48 functions) and
+eigenvalue bands of ``benchmarks.slaved_modes.EDGES``, 48 functions) and
 ``active.local_slaved_mode_basis`` (powers of the position Jacobian up to each of
 ``--degrees``, 3 (degree + 1) functions; one evaluation at the highest degree gives the
 lower ones, whose functions are a subset). The first table gives the lower bound

@@ -47,18 +47,17 @@ Steps:
    particle grouped by local packing (dilute,
    intermediate: the interfaces, dense), a map of both binned over the box
    (``local_epr.png``, beside the particle density), and the stationarity residual
-   E[v . s] / E[|v| |s|]. With eps = 0 and at most ``slaved_mode_max_particles``
-   particles, also the slaved-mode score, which needs no network: the harmonic score and
-   its slaving corrections in bands of the position Jacobian's eigenvalues
-   (``active.slaved_mode_basis``), weighted by a closed-form fit on the training states
-   (``prod.fit_linear_self_propulsion_score``, saved in ``slaved_modes.json``), its
-   lower bound per particle, by packing and on the map. On stationary MIPS states at
-   N = 256 it certifies 92 % of the score-free rate at gamma = 1e-2 and 58 % at 1e-4,
-   where the network certifies 71 % and 3 % (``benchmarks/results/slaved_modes_cpu*.md``).
+   E[v . s] / E[|v| |s|]. With eps = 0 (and ``slaved_mode_degree >= 0``), also the
+   slaved-mode score, which needs no network: the harmonic score and its slaving
+   corrections filtered by powers of the position Jacobian up to ``slaved_mode_degree``
+   (``active.local_slaved_mode_basis``, local, ``O(N K)``), weighted by a closed-form
+   fit on the training states (``prod.fit_linear_self_propulsion_score``, saved in
+   ``slaved_modes.json``), its lower bound per particle, by packing and on the map.
+   SLAVED_SHARES_PLACEHOLDER
 4. Transfer: the same network, unchanged, on a system of ``transfer_factor`` times more
    particles at the same density, and at each of ``transfer_packing`` (fresh simulations
    of the same length): EPR per particle and the stationarity residual; the slaved-mode
-   score's band weights likewise, where the system is small enough.
+   score's coefficients likewise.
 
 The smoke preset is a short run at N = 256 that exercises the whole pipeline on CPU.
 The paper preset (N = 4096, on a GPU) starts, like the authors' data generation, from a
@@ -160,11 +159,11 @@ class Config:
   # (active.harmonic_self_propulsion_score), in place of -g (which it equals for free
   # particles), so that the network learns only the correction for soft repulsion.
   shift_harmonic: bool = False
-  # The slaved-mode score (no network; `active.slaved_mode_basis` over the bands
-  # SLAVED_MODE_EDGES, fitted in closed form on the training states) is fitted and
-  # evaluated, with eps = 0, on every system of at most this many particles (dense
-  # O((N d)^3) per state; 0: never).
-  slaved_mode_max_particles: int = 1024
+  # The slaved-mode score (no network; `active.local_slaved_mode_basis` with powers of
+  # the position Jacobian up to this degree and both slaving orders, fitted in closed
+  # form on the training states) is fitted and evaluated, with eps = 0, on every system
+  # (O(N K) per state); -1: never.
+  slaved_mode_degree: int = 3
   transfer_factor: int = 4
   transfer_packing: tuple[float, ...] = (0.3, 0.7)
   seed: int = 0
@@ -182,9 +181,8 @@ class Config:
                        f"({self.num_neighbors})")
     if self.monitor_states < 0:
       raise ValueError(f"monitor_states must be >= 0, got {self.monitor_states}")
-    if self.slaved_mode_max_particles < 0:
-      raise ValueError(f"slaved_mode_max_particles must be >= 0, got "
-                       f"{self.slaved_mode_max_particles}")
+    if self.slaved_mode_degree < -1:
+      raise ValueError(f"slaved_mode_degree must be >= -1, got {self.slaved_mode_degree}")
     if self.dsm_baseline_steps < 0 or self.dsm_baseline_batch_size < 1:
       raise ValueError(f"need dsm_baseline_steps >= 0 and dsm_baseline_batch_size >= 1, got "
                        f"{self.dsm_baseline_steps}, {self.dsm_baseline_batch_size}")
@@ -496,56 +494,49 @@ def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
   return out
 
 
-# Bands of the position Jacobian's eigenvalues (inverse time) for the slaved-mode score:
-# the stiffest contacts of the soft repulsion (k = 1, beta = 7.5) reach about -2, but
-# below -1.5 there are too few modes in 60 states to fit a band's weights (bands of 0.1
-# there over-fitted, and the held-out bound at gamma = 1e-3 fell far below zero), so
-# they share one band; modes above -0.03 are left at s_g = -g (benchmarks/slaved_modes.py).
-SLAVED_MODE_EDGES = tuple(float(e) for e in np.concatenate([np.linspace(-1.5, -0.1, 15),
-                                                            [-0.03]]).round(12))
-
-
-def _slaved_modes_apply(cfg: Config, params: active.AOUPParams, n: int) -> bool:
-  return params.epsilon == 0 and n <= cfg.slaved_mode_max_particles
+def _slaved_modes_apply(cfg: Config, params: active.AOUPParams) -> bool:
+  return params.epsilon == 0 and cfg.slaved_mode_degree >= 0
 
 
 @functools.lru_cache(maxsize=None)
-def _slaved_mode_programs(params: active.AOUPParams) -> tuple[Callable, Callable]:
+def _slaved_mode_programs(params: active.AOUPParams, degree: int
+                          ) -> tuple[Callable, Callable]:
   """Jitted ``(fit(x), bound(c, x))`` of the slaved-mode score for one system, compiled
   once per system and process (a resumed run and the transfer rows reuse them)."""
-  basis = active.slaved_mode_basis(params, SLAVED_MODE_EDGES)
+  basis = active.local_slaved_mode_basis(params, degree=degree)
   fit = jax.jit(lambda x: prod.fit_linear_self_propulsion_score(basis, x))
   bound = jax.jit(lambda c, x: prod.linear_self_propulsion_bound(basis, c, x, params.gamma,
                                                                  local=True))
   return fit, bound
 
 
-def fit_slaved_modes(params: active.AOUPParams, train_x: np.ndarray, run_dir: RunDir,
-                     resume: bool) -> np.ndarray:
-  """``[3 K]`` coefficients of the slaved-mode score (``K`` bands, both slaving orders)
-  fitted on ``train_x [B, 2, N, 2]``
-  (``prod.fit_linear_self_propulsion_score``, float64), saved to
+def fit_slaved_modes(params: active.AOUPParams, degree: int, train_x: np.ndarray,
+                     run_dir: RunDir, resume: bool) -> np.ndarray:
+  """``[3 (degree + 1)]`` coefficients of the slaved-mode score
+  (``active.local_slaved_mode_basis``, both slaving orders) fitted on ``train_x [B, 2,
+  N, 2]`` (``prod.fit_linear_self_propulsion_score``, float64), saved to
   ``slaved_modes.json`` and read back from there on ``resume``."""
   path = run_dir.path / "slaved_modes.json"
   if resume and path.exists():
     saved = json.loads(path.read_text())
-    if saved["edges"] == list(SLAVED_MODE_EDGES):
+    if saved.get("basis") == "local" and saved.get("degree") == degree:
       return np.asarray(saved["coefficients"], np.float64)
   with jax.enable_x64(True):
-    c = np.asarray(_slaved_mode_programs(params)[0](jnp.asarray(train_x, jnp.float64)))
+    c = np.asarray(_slaved_mode_programs(params, degree)[0](jnp.asarray(train_x,
+                                                                         jnp.float64)))
   if not np.all(np.isfinite(c)):
     raise FloatingPointError("the slaved-mode fit has non-finite coefficients")
-  write_json(path, {"edges": list(SLAVED_MODE_EDGES), "coefficients": c.tolist()})
+  write_json(path, {"basis": "local", "degree": degree, "coefficients": c.tolist()})
   return c
 
 
-def evaluate_slaved_modes(params: active.AOUPParams, coefficients: np.ndarray,
+def evaluate_slaved_modes(params: active.AOUPParams, degree: int, coefficients: np.ndarray,
                           x: np.ndarray) -> dict:
   """The slaved-mode score's lower bound on ``x [B, 2, N, 2]``
   (``prod.linear_self_propulsion_bound``): per particle, its per-particle terms
   ``[B, N]``, and their means by local packing."""
   with jax.enable_x64(True):
-    local = np.asarray(_slaved_mode_programs(params)[1](
+    local = np.asarray(_slaved_mode_programs(params, degree)[1](
         jnp.asarray(coefficients, jnp.float64), jnp.asarray(x, jnp.float64)))
   total = float(local.sum(axis=1).mean())
   if not math.isfinite(total):
@@ -596,9 +587,9 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   evaluate_baseline("trained", params, test_x)
   lap("evaluate_s")
   slaved_c = None
-  if _slaved_modes_apply(cfg, params, cfg.n_particles):
-    slaved_c = fit_slaved_modes(params, train_x, run_dir, resume)
-    main["slaved"] = evaluate_slaved_modes(params, slaved_c, test_x)
+  if _slaved_modes_apply(cfg, params):
+    slaved_c = fit_slaved_modes(params, cfg.slaved_mode_degree, train_x, run_dir, resume)
+    main["slaved"] = evaluate_slaved_modes(params, cfg.slaved_mode_degree, slaved_c, test_x)
     lap("slaved_modes_s")
   records = list(RunDir(run_dir.path / "train").metrics.records())
   losses = [r["loss"] for r in records]
@@ -621,9 +612,9 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     x, relax = simulate_chains(cfg, p, n, 1, label.replace("=", ""), sim_dir, resume)
     result = evaluate(net, net_params, p, x[0, -n_held:], cfg)
     evaluate_baseline(label, p, x[0, -n_held:])
-    if slaved_c is not None and _slaved_modes_apply(cfg, p, n):
+    if slaved_c is not None:
       result["slaved"] = {k: v for k, v in evaluate_slaved_modes(
-          p, slaved_c, x[0, -n_held:]).items() if k != "local"}
+          p, cfg.slaved_mode_degree, slaved_c, x[0, -n_held:]).items() if k != "local"}
     transfer[label] = {k: v for k, v in result.items()
                        if k not in ("per_particle", "bound_local")}
     transfer[label].update(dense=relax[-1]["dense"], dilute=relax[-1]["dilute"])
@@ -655,12 +646,11 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
         for g in (r["by_packing"][k] for k in ("dilute", "intermediate", "dense"))) + " |")
   slaved_rows = [(label, r["slaved"]) for label, _, _, r in rows if "slaved" in r]
   if slaved_rows:
-    lines += ["", "Slaved-mode score, no network: `active.slaved_mode_basis` over "
-              f"{len(SLAVED_MODE_EDGES)} bands of the position Jacobian's eigenvalues, "
-              "fitted in closed form on the training states "
+    lines += ["", "Slaved-mode score, no network: `active.local_slaved_mode_basis` with "
+              f"powers of the position Jacobian up to {cfg.slaved_mode_degree} and both "
+              "slaving orders, fitted in closed form on the training states "
               "(`prod.fit_linear_self_propulsion_score`) and applied unchanged to every "
-              "system of at most "
-              f"{cfg.slaved_mode_max_particles} particles; its lower bound "
+              "system; its lower bound "
               "(`prod.linear_self_propulsion_bound`) per particle, by local packing:", "",
               "| system | all | dilute | intermediate | dense |", "| --- | --- | --- | --- | --- |"]
     for label, r in slaved_rows:

@@ -86,9 +86,9 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   # |f_i|^2 with f = sum_k c_k phi_k recomputed on the held-out states; the packing
   # groups' means give back the total, and the N = 160 transfer has its own row.
   saved = json.loads((run_dir.path / "slaved_modes.json").read_text())
-  assert saved["edges"] == list(am.SLAVED_MODE_EDGES)
+  assert saved["basis"] == "local" and saved["degree"] == cfg.slaved_mode_degree == 3
   with jax.enable_x64(True):
-    basis = active.slaved_mode_basis(params, am.SLAVED_MODE_EDGES)
+    basis = active.local_slaved_mode_basis(params, degree=3)
     c = np.asarray(jax.jit(lambda y: prod.fit_linear_self_propulsion_score(basis, y))(
         jnp.asarray(chain[:-2], jnp.float64)))
     np.testing.assert_allclose(saved["coefficients"], c, rtol=1e-6, atol=1e-9)
