@@ -6,15 +6,16 @@
 On the MIPS states of ``benchmarks.slaved_modes`` (N = ``--n``, per gamma ``--chains``
 chains from the uniform start, 15 training and 5 held-out states each), the score
 ``-g + sum_k c_k phi_k`` is fitted (``prod.fit_linear_self_propulsion_score``, float64)
-over two bases with both slaving orders: ``active.slaved_mode_basis`` (dense: the 16
+over two bases: ``active.slaved_mode_basis`` (dense, two slaving orders: the 16
 eigenvalue bands of ``benchmarks.slaved_modes.EDGES``, 48 functions) and
 ``active.local_slaved_mode_basis`` (powers of the position Jacobian up to each of
-``--degrees``, 3 (degree + 1) functions; one evaluation at the highest degree gives the
-lower ones, whose functions are a subset). The first table gives the lower bound
+``--degrees``, with two slaving orders, 3 (degree + 1) functions, and with three, 4
+(degree + 1); one evaluation at the highest degree and order gives the others, whose
+functions are subsets). The first table gives the lower bound
 (``prod.linear_self_propulsion_bound``) on the held-out states as a share of their
 score-free rate (``active.aoup_score_free_entropy_production``), and the seconds per
 state of each basis after compilation. The second carries the local coefficients
-(degree 3) fitted at N = ``--n`` unchanged to states of N = ``--transfer-n`` (same
+(degree 3, three orders) fitted at N = ``--n`` unchanged to states of N = ``--transfer-n`` (same
 gamma, steps and chains), beside a fit on that system's own training states. Writes
 ``results/local_slaved_modes_<platform>[_TAG].md``. Not part of ``python -m
 benchmarks``.
@@ -61,8 +62,8 @@ def parse_args(argv):
     parser.error("--sim-steps must be positive multiples of 40")
   if min(args.n, args.chains) < 1 or args.transfer_n < 0 or not all(g > 0 for g in args.gammas):
     parser.error("--n, --chains and --gammas must be positive, --transfer-n >= 0")
-  if min(args.degrees) < 0 or (args.transfer_n and TRANSFER_DEGREE > max(args.degrees)):
-    parser.error(f"--degrees must be >= 0 and, with --transfer-n, reach {TRANSFER_DEGREE}")
+  if min(args.degrees) < 0 or TRANSFER_DEGREE not in args.degrees:
+    parser.error(f"--degrees must be >= 0 and include {TRANSFER_DEGREE}")
   return args
 
 
@@ -84,9 +85,10 @@ def moments(basis, train, test):
   return tr, te, (time.perf_counter() - start) / len(test)
 
 
-def columns(degree, top):
-  """Indices of the degree-``degree`` functions in a basis evaluated at degree ``top``."""
-  return np.array([t * (top + 1) + p for t in range(3) for p in range(degree + 1)])
+def columns(degree, top, orders=3):
+  """Indices of the functions of degree up to ``degree`` and slaving orders up to
+  ``orders`` in a basis evaluated at degree ``top`` (and order 3)."""
+  return np.array([t * (top + 1) + p for t in range(orders + 1) for p in range(degree + 1)])
 
 
 def fit(tr, keep):
@@ -114,23 +116,24 @@ def measure_gamma(args, gamma, sim_steps):
     local = jax.jit(active.local_slaved_mode_basis(params, degree=top))
     tr, te, row["local_s"] = moments(local, train, test)
     row["local"], row["local_train"] = {}, {}
-    for degree in args.degrees:
-      c = fit(tr, columns(degree, top))
-      row["local"][degree] = per_state(c, *te, gamma, args.n)
-      row["local_train"][degree] = per_state(c, *tr, gamma, args.n)
+    for orders in (2, 3):
+      for degree in args.degrees:
+        c = fit(tr, columns(degree, top, orders))
+        row["local"][degree, orders] = per_state(c, *te, gamma, args.n)
+        row["local_train"][degree, orders] = per_state(c, *tr, gamma, args.n)
     if args.transfer_n:
-      c = fit(tr, columns(TRANSFER_DEGREE, top))
+      c = fit(tr, columns(TRANSFER_DEGREE, top, 3))
       big_train, big_test, big = states(args.transfer_n, args.chains, gamma, sim_steps)
       row["big_free"] = free_rate(big_test, big, args.transfer_n)
       big_basis = jax.jit(active.local_slaved_mode_basis(big, degree=top))
       btr, bte, row["big_s"] = moments(big_basis, big_train, big_test)
       row["carried"] = per_state(c, *bte, gamma, args.transfer_n)
-      row["own"] = per_state(fit(btr, columns(TRANSFER_DEGREE, top)), *bte, gamma,
+      row["own"] = per_state(fit(btr, columns(TRANSFER_DEGREE, top, 3)), *bte, gamma,
                              args.transfer_n)
-      row["c"], row["c_own"] = c, fit(btr, columns(TRANSFER_DEGREE, top))
+      row["c"], row["c_own"] = c, fit(btr, columns(TRANSFER_DEGREE, top, 3))
   f = free.mean()
   print(f"gamma {gamma:g}: dense {row['dense'].mean() / f:.1%}; " + "; ".join(
-      f"degree {d} {v.mean() / f:.1%}" for d, v in row["local"].items()) +
+      f"degree {d} order {o} {v.mean() / f:.1%}" for (d, o), v in row["local"].items()) +
       (f"; carried to N = {args.transfer_n}: {row['carried'].mean() / row['big_free'].mean():.1%}"
        f" (own fit {row['own'].mean() / row['big_free'].mean():.1%})" if args.transfer_n
        else ""), flush=True)
@@ -149,29 +152,29 @@ def to_markdown(args, rows) -> str:
       "`prod.fit_linear_self_propulsion_score` on the training states, float64, both "
       f"slaving orders; dense: `active.slaved_mode_basis`, {len(EDGES)} bands "
       f"({3 * len(EDGES)} functions); local: `active.local_slaved_mode_basis` of the "
-      "given degree (3 (degree + 1) functions, neighbour lists of 32, exact divergences "
-      "by colour probing)",
+      "given degree, two slaving orders (3 (degree + 1) functions) or three (4 (degree + "
+      "1)), neighbour lists of 32, exact divergences by colour probing",
       "- shares: lower bound on the held-out states (`prod.linear_self_propulsion_bound`, "
       "+- standard error over states) over their score-free rate "
       "(`aoup_score_free_entropy_production`); seconds per state after compilation "
       "(functions and divergences)",
       "", f"N = {args.n}:", "",
       "| gamma | steps | score-free rate | dense bands | " + " | ".join(
-          f"local, degree {d}" for d in args.degrees) + " | local, degree "
-      f"{args.degrees[-1]}, training states | s/state dense | s/state local (degree "
-      f"{max(args.degrees)}) |",
-      "|---:|---:|---:|---:|" + "---:|" * len(args.degrees) + "---:|---:|---:|"]
+          f"local, degree {d}, {o} orders" for o in (2, 3) for d in args.degrees) +
+      f" | local, degree {TRANSFER_DEGREE}, 3 orders, training states | s/state dense | "
+      f"s/state local (degree {max(args.degrees)}, 3 orders) |",
+      "|---:|---:|---:|---:|" + "---:|" * (2 * len(args.degrees)) + "---:|---:|---:|"]
   for r in rows:
     f = r["free"].mean()
     lines.append(f"| {r['gamma']:g} | {r['sim_steps']:,} | {f:.4f} | {share(r['dense'], f)} | "
-                 + " | ".join(share(r["local"][d], f) for d in args.degrees) +
-                 f" | {r['local_train'][args.degrees[-1]].mean() / f:.1%} | "
+                 + " | ".join(share(r["local"][d, o], f) for o in (2, 3) for d in args.degrees)
+                 + f" | {r['local_train'][TRANSFER_DEGREE, 3].mean() / f:.1%} | "
                  f"{r['dense_s']:.2f} | {r['local_s']:.2f} |")
   if args.transfer_n:
-    lines += ["", f"Degree {TRANSFER_DEGREE} carried from N = {args.n} to N = "
+    lines += ["", f"Degree {TRANSFER_DEGREE}, three orders, carried from N = {args.n} to N = "
               f"{args.transfer_n} (held-out states of N = {args.transfer_n}; its own fit "
-              "uses its own training states); coefficients in the order h, w_1, w_2, "
-              "powers 0 .. 3 within each:", "",
+              "uses its own training states); coefficients in the order h, w_1, w_2, w_3, "
+              f"powers 0 .. {TRANSFER_DEGREE} within each:", "",
               f"| gamma | score-free rate | fitted at N = {args.n}, carried | fitted at N = "
               f"{args.transfer_n} | s/state local (degree {max(args.degrees)}) | c carried "
               "| c own |", "|---:|---:|---:|---:|---:|---|---|"]

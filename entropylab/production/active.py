@@ -600,45 +600,51 @@ def _probe_colours(x: Array, params: AOUPParams, reach: float, period: int = 4
   return tuple(jnp.where(count < n, a, b) for a, b in zip((colour, count), identity))
 
 
-def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 2,
+def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 3,
                             scale: Optional[float] = None, max_neighbors: int = 32,
                             max_per_cell: Optional[int] = None, probes_per_pass: int = 16
                             ) -> Callable:
   r"""The slaved-mode basis of :func:`slaved_mode_basis` with polynomial filters of the
-  position Jacobian in place of its eigenvalue bands: local, ``O(N K)`` per function
-  and no eigendecomposition, so it runs at any ``N`` and its coefficients carry over
-  between system sizes.
+  position Jacobian in place of its eigenvalue bands, and one slaving order more: local,
+  ``O(N K)`` per function and no eigendecomposition, so it runs at any ``N`` and its
+  coefficients carry over between system sizes.
 
   With :math:`J = \nabla_x b_x` (Boffi & Vanden-Eijnden, PNAS 2024, active particles
-  with :math:`\epsilon = 0`), the three vectors whose band projections make
+  with :math:`\epsilon = 0`), the vectors whose band projections make
   :func:`slaved_mode_basis`,
 
   .. math::
      h = \frac{(J - \gamma) b_x}{v_0\gamma} + g, \quad
-     w_1 = \frac{D^2 b_x[b_x, b_x]}{v_0\gamma}, \quad
-     w_2 = \frac{D^3 b_x[b_x, b_x, b_x] + 2 D^2 b_x[b_x, J b_x]}{v_0\gamma},
+     w_1 = \frac{w}{v_0\gamma}, \quad w_2 = \frac{\dot w}{v_0\gamma}, \quad
+     w_3 = \frac{\ddot w}{v_0\gamma}, \quad w = D^2 b_x[b_x, b_x],
 
-  are here filtered by the powers :math:`(J/\sigma)^p`, ``p = 0 .. degree``, so that a
-  linear fit (:func:`entropylab.production.fit_linear_self_propulsion_score`) chooses
-  for each vector a polynomial :math:`f(\lambda)` of the mode's eigenvalue, where the
-  bands chose a step function (:math:`1`, :math:`1/\lambda` and :math:`1/\lambda^2`
-  times band weights). Products with :math:`J`, :math:`D^2 b_x` and :math:`D^3 b_x` are
-  contractions with the first three derivatives of the pair force at the pairs of a
-  :func:`neighbor_list` at :func:`interaction_cutoff` (the softplus tail beyond it,
-  below :math:`e^{-12}/\beta`, is dropped), so function ``p`` of particle ``i``
-  depends on the particles within ``p + 2`` contacts. Divergences are exact: one
+  with dots the derivatives along the flow at fixed ``g`` (:math:`\dot x = b_x`):
+  :math:`\dot w = D^3 b_x[b_x^3] + 2 D^2 b_x[J b_x, b_x]` and :math:`\ddot w = D^4
+  b_x[b_x^4] + 5 D^3 b_x[J b_x, b_x, b_x] + 2 D^2 b_x[w + J^2 b_x, b_x] + 2 D^2 b_x[J
+  b_x, J b_x]` (the third slaving term, :math:`-q\cdot\ddot w/\lambda_q^4` in
+  :math:`\beta_q`), are here filtered by the powers :math:`(J/\sigma)^p`, ``p = 0 ..
+  degree``, so that a linear fit
+  (:func:`entropylab.production.fit_linear_self_propulsion_score`) chooses for each
+  vector a polynomial :math:`f(\lambda)` of the mode's eigenvalue, where the bands chose
+  a step function (:math:`1`, :math:`1/\lambda`, :math:`1/\lambda^2` times band
+  weights). Products with :math:`J` and :math:`D^m b_x` are contractions with the
+  derivatives of the pair force at the pairs of a :func:`neighbor_list` at
+  :func:`interaction_cutoff` (the softplus tail beyond it, below
+  :math:`e^{-12}/\beta`, is dropped), so function ``p`` of particle ``i`` depends on the
+  particles within ``p + max(1, order)`` contacts. Divergences are exact: one
   forward-mode derivative in ``g`` per colour and coordinate of a colouring in which
   particles of one colour are further apart than that reach (a few hundred colours in a
   dense phase, whatever ``N``; every particle its own colour in small boxes).
 
-  On stationary N = 256 MIPS states (``benchmarks/slaved_modes.py``), degree 3 certifies
-  as much of the rate as the 16 bands of :func:`slaved_mode_basis` with 12 coefficients
-  in place of 48.
+  On stationary MIPS states (``benchmarks/local_slaved_modes.py``), degree 3 with two
+  slaving orders certifies as much of the rate as the 16 bands of
+  :func:`slaved_mode_basis` with 12 coefficients in place of 48, and the third order
+  adds to it where the self-propulsion is slowest.
 
   Args:
     params: the system; needs :math:`\epsilon = 0` and ``v0 != 0``.
     degree: highest power of :math:`J/\sigma`, ``>= 0``.
-    order: slaving terms kept, 0, 1 or 2.
+    order: slaving terms kept, 0 to 3.
     scale: :math:`\sigma > 0` (inverse time), for conditioning only (the span does not
       depend on it); default ``k + A`` (1 if both are 0).
     max_neighbors, max_per_cell: capacities of the neighbour list (partners beyond them
@@ -651,8 +657,8 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 2,
   Returns:
     ``basis(state [2, N, d]) -> (phi [(1 + order)(degree + 1), N, d], div [same, N])``:
     ``phi[t (degree + 1) + p]`` is :math:`(J/\sigma)^p` times :math:`h`, :math:`w_1`,
-    :math:`w_2` for ``t = 0, 1, 2`` (units of ``g``), and ``div`` each one's
-    :math:`\nabla_{g_i}\cdot\phi_{k,i}`, the form that
+    :math:`w_2`, :math:`w_3` for ``t = 0 .. order`` (units of ``g``), and ``div`` each
+    one's :math:`\nabla_{g_i}\cdot\phi_{k,i}`, the form that
     :func:`entropylab.production.fit_linear_self_propulsion_score` takes.
   """
   check_params(params)
@@ -662,8 +668,8 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 2,
     raise ValueError("params.v0 must be non-zero: the drift is scaled by it")
   if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
     raise ValueError(f"degree must be an integer >= 0, got {degree!r}")
-  if order not in (0, 1, 2):
-    raise ValueError(f"order must be 0, 1 or 2, got {order!r}")
+  if order not in (0, 1, 2, 3):
+    raise ValueError(f"order must be 0, 1, 2 or 3, got {order!r}")
   _checks.check_positive_int(max_neighbors, "max_neighbors")
   _checks.check_positive_int(probes_per_pass, "probes_per_pass")
   if max_per_cell is not None:
@@ -675,7 +681,7 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 2,
     raise ValueError(f"scale must be a finite positive number, got {scale}")
   scale, gamma, v0 = float(scale), params.gamma, params.v0
   cutoff = interaction_cutoff(params)
-  reach = (degree + (2 if order == 2 else 1)) * cutoff
+  reach = (degree + max(1, order)) * cutoff
 
   def basis(state):
     if state.ndim != 3 or state.shape[0] != 2:
@@ -692,18 +698,22 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 2,
                          params.half_width)
     force = lambda r: _pair_force(r, params)
     tensors = []
-    for _ in range(3):
+    for _ in range(max(1, order + 1)):
       force = jax.jacfwd(force)
       tensors.append(jax.vmap(jax.vmap(force))(diff)
                      * valid.reshape(valid.shape + (1,) * (len(tensors) + 2)))
-    t1, t2, t3 = (params.k * t for t in tensors)
+    t1, t2, t3, t4 = [params.k * t for t in tensors] + [None] * (4 - len(tensors))
     rel = lambda u: u[:, None, :] - jnp.concatenate([u, jnp.zeros_like(u[:1])])[nb.index]
     jac = lambda u: jnp.einsum("nkab,nkb->na", t1, rel(u)) - params.trap * u
     second = lambda u, w: jnp.einsum("nkabc,nkb,nkc->na", t2, rel(u), rel(w))
     third = lambda u, w, z: jnp.einsum("nkabcd,nkb,nkc,nkd->na", t3, rel(u), rel(w), rel(z))
+    fourth = lambda u, w, z, y: jnp.einsum("nkabcde,nkb,nkc,nkd,nke->na", t4, rel(u), rel(w),
+                                           rel(z), rel(y))
 
     b = aoup_drift(state, params, nb)[0]
     jb = jac(b)
+    if order >= 3:
+      w, jjb = second(b, b), jac(jb)
 
     def powers(vectors):
       out = []
@@ -719,6 +729,9 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 2,
       vectors.append(second(b, b) / (v0 * gamma))
     if order >= 2:
       vectors.append((third(b, b, b) + 2.0 * second(b, jb)) / (v0 * gamma))
+    if order >= 3:
+      vectors.append((fourth(b, b, b, b) + 5.0 * third(jb, b, b) + 2.0 * second(w + jjb, b)
+                      + 2.0 * second(jb, jb)) / (v0 * gamma))
     phi = powers(vectors)
 
     def derivative(t):
@@ -730,6 +743,10 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 2,
       if order >= 2:
         d_vectors.append((3.0 * third(b, b, t) + 2.0 * second(t, jb) + 2.0 * second(b, jt))
                          / gamma)
+      if order >= 3:
+        d_vectors.append((4.0 * fourth(b, b, b, t) + 5.0 * third(jt, b, b)
+                          + 10.0 * third(jb, b, t) + 2.0 * second(2.0 * second(b, t) + jac(jt), b)
+                          + 2.0 * second(w + jjb, t) + 4.0 * second(jt, jb)) / gamma)
       return powers(d_vectors)
 
     colour, count = _probe_colours(x, params, reach)

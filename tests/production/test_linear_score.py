@@ -128,11 +128,11 @@ def test_slaving_terms_cancel_the_drift_that_follows_a_slide(x64):
       assert second < 0.8 * first
 
 
-def clumped_system(n_clumps=16, seed=5):
+def clumped_system(n_clumps=24, seed=5):
   """``(params, state)``: clumps of four particles in contact (a 1.8-square, jittered) at
-  random places in a box of packing 0.03, and Gaussian self-propulsions."""
+  random places in a box of packing 0.015, and Gaussian self-propulsions."""
   params = active.AOUPParams(v0=0.025, gamma=1e-3, epsilon=0.0,
-                             half_width=active.box_half_width(4 * n_clumps, 0.03))
+                             half_width=active.box_half_width(4 * n_clumps, 0.015))
   rng = np.random.default_rng(seed)
   square = np.array([[0, 0], [1.8, 0], [0, 1.8], [1.8, 1.8]])
   centres = rng.uniform(-params.half_width, params.half_width, (n_clumps, 1, 2))
@@ -142,48 +142,49 @@ def clumped_system(n_clumps=16, seed=5):
 
 
 def dense_slaved_vectors(state, params):
-  """``(J, h, w_1, w_2)`` from the all-pairs drift (an independent path: no neighbour
-  list, no probing): the vectors that ``local_slaved_mode_basis`` filters."""
+  """``(J, h, w_1, w_2, w_3)`` from the all-pairs drift and their definitions along the
+  flow at fixed g (an independent path: no neighbour list, no probing, no expansion of
+  the derivatives): ``w_1 = D^2 b_x[b_x, b_x]``, ``w_2`` and ``w_3`` its first and second
+  derivatives along ``b_x``, each over ``v0 gamma``."""
   gamma, v0 = params.gamma, params.v0
   forces = lambda y: active.aoup_drift(jnp.stack([y, jnp.zeros_like(y)]), params)[0]
-  x = state[0]
-  b = active.aoup_drift(state, params)[0]
+  drift = lambda y: active.aoup_drift(jnp.stack([y, state[1]]), params)[0]
+  x, b = state[0], drift(state[0])
   d1 = lambda y, u: jax.jvp(forces, (y,), (u,))[1]
-  d2 = lambda y, u, w: jax.jvp(lambda z: d1(z, u), (y,), (w,))[1]
-  d3 = lambda u, w, z: jax.jvp(lambda y: d2(y, u, w), (x,), (z,))[1]
-  jb = d1(x, b)
+  w_of = lambda y: jax.jvp(lambda z: d1(z, drift(y)), (y,), (drift(y),))[1]
+  along = lambda f: lambda y: jax.jvp(f, (y,), (drift(y),))[1]
   jmat = active.dense_position_jacobian(x, params)
-  return (jmat, (jb - gamma * b) / (v0 * gamma) + state[1], d2(x, b, b) / (v0 * gamma),
-          (d3(b, b, b) + 2 * d2(x, b, jb)) / (v0 * gamma))
+  return (jmat, (d1(x, b) - gamma * b) / (v0 * gamma) + state[1],
+          *(f(x) / (v0 * gamma) for f in (w_of, along(w_of), along(along(w_of)))))
 
 
 def test_local_slaved_mode_basis_is_exact_and_local(x64):
-  """16 four-particle clumps in a box of packing 0.03, degree 1 with both slaving
-  orders: the functions are the powers of the all-pairs J times the vectors h, w_1, w_2
-  of the dense drift (to the dropped softplus tail, 1e-5 of the largest); the
+  """24 four-particle clumps in a box of packing 0.015, degree 1 with three slaving
+  orders: the functions are the powers of the all-pairs J times the vectors h, w_1, w_2,
+  w_3 of the dense drift (to the dropped softplus tail, 1e-5 of the largest); the
   probing colours (fewer than N, so not the particle-by-particle fallback) keep
   particles of one colour further apart than the reach; the divergences equal the
   traces of the dense functions' forward-mode Jacobian in each particle's own g (to the
   same tail); and moving one particle
-  leaves the functions of every particle beyond the reach (3 cut-offs) unchanged."""
+  leaves the functions of every particle beyond the reach (4 cut-offs) unchanged."""
   params, state = clumped_system()
   n = state.shape[1]
-  basis = jax.jit(active.local_slaved_mode_basis(params, degree=1, order=2,
+  basis = jax.jit(active.local_slaved_mode_basis(params, degree=1, order=3,
                                                  probes_per_pass=8))
   phi, div = basis(state)
-  assert phi.shape == (6, n, 2) and div.shape == (6, n)
+  assert phi.shape == (8, n, 2) and div.shape == (8, n)
 
   def expected(g):
     jmat, *vectors = dense_slaved_vectors(jnp.stack([state[0], g]), params)
     return jnp.stack([m for v in vectors for m in (v, (jmat @ v.reshape(-1)).reshape(n, 2))])
 
   expect = expected(state[1])
-  for t in range(3):
+  for t in range(4):
     scale = float(jnp.abs(expect[2 * t:2 * t + 2]).max())
     assert scale > 0
     np.testing.assert_allclose(phi[2 * t:2 * t + 2], expect[2 * t:2 * t + 2], rtol=0,
                                atol=1e-5 * scale)
-  reach = 3 * active.interaction_cutoff(params)
+  reach = 4 * active.interaction_cutoff(params)
   colour, count = active._probe_colours(state[0], params, reach)
   assert 1 < int(count) < n
   diff = active.minimum_image(state[0][:, None] - state[0][None], params.half_width)
@@ -191,7 +192,7 @@ def test_local_slaved_mode_basis_is_exact_and_local(x64):
   same = (np.asarray(colour)[:, None] == np.asarray(colour)[None]) & ~np.eye(n, dtype=bool)
   assert same.any() and dist[same].min() > reach
   own = jnp.einsum("kiaia->ki", jax.jit(jax.jacfwd(expected))(state[1]))
-  for t in range(3):
+  for t in range(4):
     scale = float(jnp.abs(own[2 * t:2 * t + 2]).max())
     assert scale > 0
     np.testing.assert_allclose(div[2 * t:2 * t + 2], own[2 * t:2 * t + 2], rtol=0,
@@ -238,7 +239,7 @@ def test_bad_input_is_refused():
     active.slaved_mode_basis(params, [-0.1], order=3)
   with pytest.raises(ValueError, match="degree must be an integer >= 0"):
     active.local_slaved_mode_basis(params, degree=-1)
-  with pytest.raises(ValueError, match="order must be 0, 1 or 2"):
+  with pytest.raises(ValueError, match="order must be 0, 1, 2 or 3"):
     active.local_slaved_mode_basis(params, order=4)
   with pytest.raises(ValueError, match="scale must be a finite positive"):
     active.local_slaved_mode_basis(params, scale=0.0)
