@@ -149,8 +149,8 @@ def to_markdown(args, rows) -> str:
       "held-out states from the second half of each run (the states of "
       "`benchmarks.velocity_features --start uniform`)",
       "- scores: `-g + sum_k c_k phi_k`, coefficients by "
-      "`prod.fit_linear_self_propulsion_score` on the training states, float64, both "
-      f"slaving orders; dense: `active.slaved_mode_basis`, {len(EDGES)} bands "
+      "`prod.fit_linear_self_propulsion_score` on the training states, float64; "
+      f"dense: `active.slaved_mode_basis`, two slaving orders, {len(EDGES)} bands "
       f"({3 * len(EDGES)} functions); local: `active.local_slaved_mode_basis` of the "
       "given degree, two slaving orders (3 (degree + 1) functions) or three (4 (degree + "
       "1)), neighbour lists of 32, exact divergences by colour probing",
@@ -176,7 +176,8 @@ def to_markdown(args, rows) -> str:
               "uses its own training states); coefficients in the order h, w_1, w_2, w_3, "
               f"powers 0 .. {TRANSFER_DEGREE} within each:", "",
               f"| gamma | score-free rate | fitted at N = {args.n}, carried | fitted at N = "
-              f"{args.transfer_n} | s/state local (degree {max(args.degrees)}) | c carried "
+              f"{args.transfer_n} | s/state local (degree {max(args.degrees)}, 3 orders) | "
+              "c carried "
               "| c own |", "|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
       f = r["big_free"].mean()

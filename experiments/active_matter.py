@@ -164,9 +164,9 @@ class Config:
   # particles), so that the network learns only the correction for soft repulsion.
   shift_harmonic: bool = False
   # The slaved-mode score (no network; `active.local_slaved_mode_basis` with powers of
-  # the position Jacobian up to this degree and both slaving orders, fitted in closed
-  # form on the training states) is fitted and evaluated, with eps = 0, on every system
-  # (O(N K) per state); -1: never.
+  # the position Jacobian up to this degree and SLAVED_MODE_ORDER slaving orders, fitted
+  # in closed form on the training states) is fitted and evaluated, with eps = 0, on
+  # every system (O(N K) per state); -1: never.
   slaved_mode_degree: int = 3
   transfer_factor: int = 4
   transfer_packing: tuple[float, ...] = (0.3, 0.7)
@@ -498,6 +498,10 @@ def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
   return out
 
 
+# Slaving orders of the slaved-mode score (`active.local_slaved_mode_basis`).
+SLAVED_MODE_ORDER = 3
+
+
 def _slaved_modes_apply(cfg: Config, params: active.AOUPParams) -> bool:
   return params.epsilon == 0 and cfg.slaved_mode_degree >= 0
 
@@ -505,32 +509,54 @@ def _slaved_modes_apply(cfg: Config, params: active.AOUPParams) -> bool:
 @functools.lru_cache(maxsize=None)
 def _slaved_mode_programs(params: active.AOUPParams, degree: int
                           ) -> tuple[Callable, Callable]:
-  """Jitted ``(fit(x), bound(c, x))`` of the slaved-mode score for one system, compiled
-  once per system and process (a resumed run and the transfer rows reuse them)."""
-  basis = active.local_slaved_mode_basis(params, degree=degree)
-  fit = jax.jit(lambda x: prod.fit_linear_self_propulsion_score(basis, x))
+  """Jitted ``(moments(x), bound(c, x))`` of the slaved-mode score for one system,
+  compiled once per system and process (a resumed run and the transfer rows reuse
+  them)."""
+  basis = active.local_slaved_mode_basis(params, degree=degree, order=SLAVED_MODE_ORDER)
+  moments = jax.jit(lambda x: prod.linear_self_propulsion_moments(basis, x))
   bound = jax.jit(lambda c, x: prod.linear_self_propulsion_bound(basis, c, x, params.gamma,
                                                                  local=True))
-  return fit, bound
+  return moments, bound
 
 
 def fit_slaved_modes(params: active.AOUPParams, degree: int, train_x: np.ndarray,
-                     run_dir: RunDir, resume: bool) -> np.ndarray:
-  """``[3 (degree + 1)]`` coefficients of the slaved-mode score
-  (``active.local_slaved_mode_basis``, both slaving orders) fitted on ``train_x [B, 2,
-  N, 2]`` (``prod.fit_linear_self_propulsion_score``, float64), saved to
-  ``slaved_modes.json`` and read back from there on ``resume``."""
-  path = run_dir.path / "slaved_modes.json"
+                     run_dir: RunDir, resume: bool, progress: bool = False,
+                     chunk: int = 8) -> np.ndarray:
+  """``[(1 + SLAVED_MODE_ORDER)(degree + 1)]`` coefficients of the slaved-mode score
+  (``active.local_slaved_mode_basis``) fitted on ``train_x [B, 2, N, 2]``: the
+  closed form of ``prod.fit_linear_self_propulsion_score`` (float64), from its moments
+  summed over ``chunk`` states at a time, with a progress bar; the running sums are
+  saved after each chunk (``slaved_moments.npz``), so a resumed run starts where the
+  last one stopped, and the coefficients to ``slaved_modes.json``, read back from there
+  on ``resume``."""
+  from tqdm.auto import tqdm
+  path, partial = run_dir.path / "slaved_modes.json", run_dir.path / "slaved_moments.npz"
+  key = {"basis": "local", "degree": degree, "order": SLAVED_MODE_ORDER}
   if resume and path.exists():
     saved = json.loads(path.read_text())
-    if saved.get("basis") == "local" and saved.get("degree") == degree:
+    if all(saved.get(k) == v for k, v in key.items()):
       return np.asarray(saved["coefficients"], np.float64)
-  with jax.enable_x64(True):
-    c = np.asarray(_slaved_mode_programs(params, degree)[0](jnp.asarray(train_x,
-                                                                         jnp.float64)))
+  size = (1 + SLAVED_MODE_ORDER) * (degree + 1)
+  done, m_sum, gram_sum = 0, np.zeros(size), np.zeros((size, size))
+  if resume and partial.exists():
+    with np.load(partial) as f:
+      if f["m"].shape == (size,) and int(f["states"]) == len(train_x):
+        done, m_sum, gram_sum = int(f["done"]), f["m"], f["gram"]
+  moments = _slaved_mode_programs(params, degree)[0]
+  with tqdm(total=len(train_x), initial=done, desc="slaved-mode fit", unit="state",
+            disable=not progress) as bar, jax.enable_x64(True):
+    for start in range(done, len(train_x), chunk):
+      m, gram = moments(jnp.asarray(train_x[start:start + chunk], jnp.float64))
+      m_sum, gram_sum = m_sum + np.asarray(m).sum(0), gram_sum + np.asarray(gram).sum(0)
+      done = min(start + chunk, len(train_x))
+      tmp = partial.with_suffix(".tmp.npz")
+      np.savez(tmp, m=m_sum, gram=gram_sum, done=done, states=len(train_x))
+      tmp.replace(partial)
+      bar.update(done - start)
+  c = np.linalg.lstsq(gram_sum / len(train_x), m_sum / len(train_x), rcond=None)[0]
   if not np.all(np.isfinite(c)):
     raise FloatingPointError("the slaved-mode fit has non-finite coefficients")
-  write_json(path, {"basis": "local", "degree": degree, "coefficients": c.tolist()})
+  write_json(path, {**key, "coefficients": c.tolist()})
   return c
 
 
@@ -592,7 +618,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   lap("evaluate_s")
   slaved_c = None
   if _slaved_modes_apply(cfg, params):
-    slaved_c = fit_slaved_modes(params, cfg.slaved_mode_degree, train_x, run_dir, resume)
+    slaved_c = fit_slaved_modes(params, cfg.slaved_mode_degree, train_x, run_dir, resume,
+                                cfg.progress)
     main["slaved"] = evaluate_slaved_modes(params, cfg.slaved_mode_degree, slaved_c, test_x)
     lap("slaved_modes_s")
   records = list(RunDir(run_dir.path / "train").metrics.records())
@@ -651,9 +678,9 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   slaved_rows = [(label, r["slaved"]) for label, _, _, r in rows if "slaved" in r]
   if slaved_rows:
     lines += ["", "Slaved-mode score, no network: `active.local_slaved_mode_basis` with "
-              f"powers of the position Jacobian up to {cfg.slaved_mode_degree} and both "
-              "slaving orders, fitted in closed form on the training states "
-              "(`prod.fit_linear_self_propulsion_score`) and applied unchanged to every "
+              f"powers of the position Jacobian up to {cfg.slaved_mode_degree} and "
+              f"{SLAVED_MODE_ORDER} slaving orders, fitted in closed form on the training "
+              "states (`prod.fit_linear_self_propulsion_score`) and applied unchanged to every "
               "system; its lower bound "
               "(`prod.linear_self_propulsion_bound`) per particle, by local packing:", "",
               "| system | all | dilute | intermediate | dense |", "| --- | --- | --- | --- | --- |"]

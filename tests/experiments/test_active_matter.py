@@ -87,6 +87,7 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   # groups' means give back the total, and the N = 160 transfer has its own row.
   saved = json.loads((run_dir.path / "slaved_modes.json").read_text())
   assert saved["basis"] == "local" and saved["degree"] == cfg.slaved_mode_degree == 3
+  assert saved["order"] == am.SLAVED_MODE_ORDER == 3
   with jax.enable_x64(True):
     basis = active.local_slaved_mode_basis(params, degree=3)
     c = np.asarray(jax.jit(lambda y: prod.fit_linear_self_propulsion_score(basis, y))(
@@ -135,6 +136,45 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   for label, row in summary["transfer"].items():
     assert resumed["transfer"][label]["epr_per_particle"] == pytest.approx(
         row["epr_per_particle"], rel=1e-6)
+
+
+def test_slaved_mode_fit_resumes_after_a_kill(tmp_path, monkeypatch):
+  """The slaved-mode fit sums its moments in chunks and saves the sums after each: a run
+  killed in its second chunk resumes from the first, evaluates only the states left, and
+  gives the coefficients of one uninterrupted fit (and of
+  ``prod.fit_linear_self_propulsion_score``)."""
+  params = am.system(TINY, 40, 0.5)
+  keys = jax.random.split(jax.random.key(4), 6)
+  x = np.stack([np.asarray(active.random_configuration(k, 40, params)) for k in keys])
+  whole = am.fit_slaved_modes(params, 1, x, RunDir(tmp_path / "whole"), False, chunk=4)
+  with jax.enable_x64(True):
+    basis = active.local_slaved_mode_basis(params, degree=1, order=am.SLAVED_MODE_ORDER)
+    direct = np.asarray(prod.fit_linear_self_propulsion_score(basis, jnp.asarray(x, jnp.float64)))
+  np.testing.assert_allclose(whole, direct, rtol=1e-6, atol=1e-9 * np.abs(direct).max())
+  real, seen = am._slaved_mode_programs(params, 1), []
+
+  def killed_after_one(p, degree):
+    def moments(chunk):
+      if seen:
+        raise KeyboardInterrupt
+      seen.append(len(chunk))
+      return real[0](chunk)
+    return moments, real[1]
+
+  run_dir = RunDir(tmp_path / "run")
+  monkeypatch.setattr(am, "_slaved_mode_programs", killed_after_one)
+  with pytest.raises(KeyboardInterrupt):
+    am.fit_slaved_modes(params, 1, x, run_dir, False, chunk=4)
+  assert seen == [4] and not (run_dir.path / "slaved_modes.json").exists()
+  seen.clear()
+
+  def counted(p, degree):
+    return (lambda chunk: (seen.append(len(chunk)), real[0](chunk))[1]), real[1]
+
+  monkeypatch.setattr(am, "_slaved_mode_programs", counted)
+  resumed = am.fit_slaved_modes(params, 1, x, run_dir, True, chunk=4)
+  assert seen == [2]
+  np.testing.assert_allclose(resumed, whole, rtol=1e-12, atol=1e-12 * np.abs(whole).max())
 
 
 def test_divergent_simulation_names_the_step(tmp_path):
