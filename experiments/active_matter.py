@@ -53,11 +53,11 @@ Steps:
    (``active.local_slaved_mode_basis``, local, ``O(N K)``), weighted by a closed-form
    fit on the training states (``prod.fit_linear_self_propulsion_score``, saved in
    ``slaved_modes.json``), its lower bound per particle, by packing and on the map.
-   On stationary MIPS states at N = 256, degree 3 certifies 93 % of the score-free rate
-   at gamma = 1e-2 and 59 % at 1e-4, as much as 16 eigenvalue bands of the dense
-   ``active.slaved_mode_basis``, and its coefficients carried unchanged to N = 1024
-   certify 91 % and 58 % there (``benchmarks/results/local_slaved_modes_cpu.md``); the
-   velocity network certifies 71 % and 3 % (``benchmarks/results/velocity_features_cpu*``).
+   On stationary MIPS states at N = 256, degree 3 (three orders) certifies 92 % of the
+   score-free rate at gamma = 1e-2 and 64 % at 1e-4, at least as much as 16 bands of
+   the dense ``active.slaved_mode_basis``, and its coefficients carried unchanged to
+   N = 1024 certify 91 % and 60 % there (``benchmarks/results/local_slaved_modes_cpu.md``);
+   the velocity network certifies 71 % and 3 % (``benchmarks/results/velocity_features_cpu*``).
 4. Transfer: the same network, unchanged, on a system of ``transfer_factor`` times more
    particles at the same density, and at each of ``transfer_packing`` (fresh simulations
    of the same length): EPR per particle and the stationarity residual; the slaved-mode
