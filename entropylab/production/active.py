@@ -383,6 +383,16 @@ def own_velocity_features(features: VelocityFeatures, query: Optional[Array] = N
   return u + dg, a + jnp.einsum("mab,mb->ma", features.blocks[q], dg)
 
 
+def _check_self_propulsion_only(params: AOUPParams) -> None:
+  """The scores built on the velocity ``b_x / v0`` need noise in ``g`` only and a
+  non-zero ``v0``."""
+  check_params(params)
+  if params.epsilon != 0:
+    raise ValueError(f"params.epsilon must be 0 (noise in g only), got {params.epsilon}")
+  if params.v0 == 0:
+    raise ValueError("params.v0 must be non-zero: the velocity b_x / v0 is scaled by it")
+
+
 def harmonic_self_propulsion_score(params: AOUPParams, max_neighbors: Optional[int] = None,
                                    max_per_cell: Optional[int] = None) -> Callable:
   r"""The self-propulsion score that is exact for harmonic forces, applied as it stands
@@ -411,11 +421,7 @@ def harmonic_self_propulsion_score(params: AOUPParams, max_neighbors: Optional[i
     takes: the ``g`` part is the score (inverse units of ``g``), the ``x`` part zero;
     ``self_shift[1]`` moves particle ``m``'s own ``g`` (exact divergences in ``g``).
   """
-  check_params(params)
-  if params.epsilon != 0:
-    raise ValueError(f"params.epsilon must be 0 (noise in g only), got {params.epsilon}")
-  if params.v0 == 0:
-    raise ValueError("params.v0 must be non-zero: the velocity is scaled by it")
+  _check_self_propulsion_only(params)
   if max_neighbors is not None:
     _checks.check_positive_int(max_neighbors, "max_neighbors")
   if max_per_cell is not None:
@@ -509,11 +515,7 @@ def slaved_mode_basis(params: AOUPParams, edges, order: int = 2) -> Callable:
     coordinates), the form that
     :func:`entropylab.production.fit_linear_self_propulsion_score` takes.
   """
-  check_params(params)
-  if params.epsilon != 0:
-    raise ValueError(f"params.epsilon must be 0 (noise in g only), got {params.epsilon}")
-  if params.v0 == 0:
-    raise ValueError("params.v0 must be non-zero: the drift is scaled by it")
+  _check_self_propulsion_only(params)
   if order not in (0, 1, 2):
     raise ValueError(f"order must be 0, 1 or 2, got {order!r}")
   e = np.asarray(edges, dtype=np.float64)
@@ -661,11 +663,7 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 3,
     one's :math:`\nabla_{g_i}\cdot\phi_{k,i}`, the form that
     :func:`entropylab.production.fit_linear_self_propulsion_score` takes.
   """
-  check_params(params)
-  if params.epsilon != 0:
-    raise ValueError(f"params.epsilon must be 0 (noise in g only), got {params.epsilon}")
-  if params.v0 == 0:
-    raise ValueError("params.v0 must be non-zero: the drift is scaled by it")
+  _check_self_propulsion_only(params)
   if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
     raise ValueError(f"degree must be an integer >= 0, got {degree!r}")
   if order not in (0, 1, 2, 3):
