@@ -23,55 +23,35 @@ benchmarks``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import velocity_features as vf
 from benchmarks.bench_info import result_header, result_name, write_result
-from benchmarks.slaved_modes import EDGES, per_state
+from benchmarks.slaved_modes import (EDGES, check_state_arguments, mips_states, per_state,
+                                      state_arguments)
 from entropylab import production as prod
 from entropylab.production import active
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TRANSFER_DEGREE = 3
 
 
 def parse_args(argv):
-  parser = argparse.ArgumentParser(prog="python -m benchmarks.local_slaved_modes",
-                                   description=__doc__.split("\n\n")[0])
-  parser.add_argument("--n", type=int, default=256, help="particles of the fit")
+  parser = state_arguments("python -m benchmarks.local_slaved_modes",
+                           __doc__.split("\n\n")[0])
   parser.add_argument("--transfer-n", type=int, default=1024,
                       help="particles of the system the fit is carried to (0: none)")
-  parser.add_argument("--chains", type=int, default=4)
-  parser.add_argument("--gammas", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4])
-  parser.add_argument("--sim-steps", type=int, nargs="+", default=[8000, 40000, 8000],
-                      help="simulation steps, one per gamma")
   parser.add_argument("--degrees", type=int, nargs="+", default=[2, 3, 4])
-  parser.add_argument("--tag", default="", help="suffix of the results file name")
-  parser.add_argument("--out", type=Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
-  if len(args.sim_steps) != len(args.gammas):
-    parser.error("give one --sim-steps per --gammas")
-  if any(s < 40 or s % 40 for s in args.sim_steps):
-    parser.error("--sim-steps must be positive multiples of 40")
-  if min(args.n, args.chains) < 1 or args.transfer_n < 0 or not all(g > 0 for g in args.gammas):
-    parser.error("--n, --chains and --gammas must be positive, --transfer-n >= 0")
+  check_state_arguments(parser, args)
+  if args.transfer_n < 0:
+    parser.error("--transfer-n must be >= 0")
   if min(args.degrees) < 0 or TRANSFER_DEGREE not in args.degrees:
     parser.error(f"--degrees must be >= 0 and include {TRANSFER_DEGREE}")
   return args
-
-
-def states(n, chains, gamma, sim_steps):
-  """``(train, test, params)``: the states of ``benchmarks.velocity_features``."""
-  return vf.mips_states(vf.parse_args(["--n", str(n), "--chains", str(chains), "--gamma",
-                                       str(gamma), "--start", "uniform", "--sim-steps",
-                                       str(sim_steps)]))
 
 
 def moments(basis, train, test):
@@ -105,7 +85,7 @@ def free_rate(x, params, n):
 
 
 def measure_gamma(args, gamma, sim_steps):
-  train, test, params = states(args.n, args.chains, gamma, sim_steps)
+  train, test, params = mips_states(args.n, args.chains, gamma, sim_steps)
   free = free_rate(test, params, args.n)
   top = max(args.degrees)
   row = {"gamma": gamma, "sim_steps": sim_steps, "free": free}
@@ -123,7 +103,7 @@ def measure_gamma(args, gamma, sim_steps):
         row["local_train"][degree, orders] = per_state(c, *tr, gamma, args.n)
     if args.transfer_n:
       c = fit(tr, columns(TRANSFER_DEGREE, top, 3))
-      big_train, big_test, big = states(args.transfer_n, args.chains, gamma, sim_steps)
+      big_train, big_test, big = mips_states(args.transfer_n, args.chains, gamma, sim_steps)
       row["big_free"] = free_rate(big_test, big, args.transfer_n)
       big_basis = jax.jit(active.local_slaved_mode_basis(big, degree=top))
       btr, bte, row["big_s"] = moments(big_basis, big_train, big_test)

@@ -50,9 +50,11 @@ EDGES = np.concatenate([np.linspace(-1.5, -0.1, 15), [-0.03]]).round(12)
 FITS = (("harmonic terms", 1), ("+ first slaving", 2), ("+ second slaving", 3))
 
 
-def parse_args(argv):
-  parser = argparse.ArgumentParser(prog="python -m benchmarks.slaved_modes",
-                                   description=__doc__.split("\n\n")[0])
+def state_arguments(prog: str, description: str) -> argparse.ArgumentParser:
+  """A parser with the arguments of the MIPS states (``--n --chains --gammas
+  --sim-steps``) and of the results file (``--tag --out``); see
+  :func:`check_state_arguments`."""
+  parser = argparse.ArgumentParser(prog=prog, description=description)
   parser.add_argument("--n", type=int, default=256, help="particles")
   parser.add_argument("--chains", type=int, default=4)
   parser.add_argument("--gammas", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4])
@@ -60,14 +62,31 @@ def parse_args(argv):
                       help="simulation steps, one per gamma")
   parser.add_argument("--tag", default="", help="suffix of the results file name")
   parser.add_argument("--out", type=Path, default=RESULTS_DIR)
-  args = parser.parse_args(argv)
+  return parser
+
+
+def check_state_arguments(parser: argparse.ArgumentParser, args) -> None:
   if len(args.sim_steps) != len(args.gammas):
     parser.error("give one --sim-steps per --gammas")
   if any(s < 40 or s % 40 for s in args.sim_steps):
     parser.error("--sim-steps must be positive multiples of 40")
   if min(args.n, args.chains) < 1 or not all(g > 0 for g in args.gammas):
     parser.error("--n, --chains and --gammas must be positive")
+
+
+def parse_args(argv):
+  parser = state_arguments("python -m benchmarks.slaved_modes", __doc__.split("\n\n")[0])
+  args = parser.parse_args(argv)
+  check_state_arguments(parser, args)
   return args
+
+
+def mips_states(n, chains, gamma, sim_steps):
+  """``(train, test, params)``: the states of ``benchmarks.velocity_features --start
+  uniform`` with these arguments."""
+  return vf.mips_states(vf.parse_args(["--n", str(n), "--chains", str(chains), "--gamma",
+                                       str(gamma), "--start", "uniform", "--sim-steps",
+                                       str(sim_steps)]))
 
 
 def per_state(c, m, gram, gamma, n):
@@ -82,9 +101,7 @@ def mode_eigenvalues(x, params):
 
 
 def measure_gamma(args, gamma, sim_steps):
-  sim_args = vf.parse_args(["--n", str(args.n), "--chains", str(args.chains), "--gamma",
-                            str(gamma), "--start", "uniform", "--sim-steps", str(sim_steps)])
-  train, test, params = vf.mips_states(sim_args)
+  train, test, params = mips_states(args.n, args.chains, gamma, sim_steps)
   n, k = args.n, len(EDGES)
   free = np.asarray(active.aoup_score_free_entropy_production(
       jnp.asarray(test), params, local=True, max_neighbors=64, max_per_cell=24)).sum(1) / n
