@@ -201,10 +201,21 @@ def neighbor_list(x: Array, params: AOUPParams, cutoff: float, max_neighbors: in
   return Neighbors(index, x, overflow)
 
 
+def _partners(u: Array, index: Array) -> Array:
+  """``u [N, ...]`` of each listed partner, ``[N, K, ...]``: zeros in padding slots
+  (index ``N``)."""
+  return jnp.concatenate([u, jnp.zeros_like(u[:1])])[index]
+
+
+def _pair_differences(x: Array, neighbors: Neighbors, params: AOUPParams) -> Array:
+  """Minimum-image ``x_i - x_j`` over the listed partners, ``[N, K, d]`` (padding slots
+  hold ``x_i`` wrapped; mask them with ``neighbors.index < N``)."""
+  return minimum_image(x[:, None, :] - _partners(x, neighbors.index), params.half_width)
+
+
 def pair_forces(x: Array, neighbors: Neighbors, params: AOUPParams) -> Array:
   r""":math:`\sum_j F(x_i - x_j)` over the neighbour list, ``[N, d]``: ``O(N K)``."""
-  xp = jnp.concatenate([x, jnp.zeros((1, x.shape[1]), x.dtype)])
-  diff = minimum_image(x[:, None, :] - xp[neighbors.index], params.half_width)
+  diff = _pair_differences(x, neighbors, params)
   valid = (neighbors.index < x.shape[0])[..., None]
   return jnp.sum(jnp.where(valid, _pair_force(diff, params), 0.0), axis=1)
 
@@ -262,8 +273,7 @@ def aoup_drift_blocks(x: Array, params: AOUPParams,
     diff = minimum_image(x[:, None, :] - x[None, :, :], params.half_width)
     pair = _pair_jacobian(diff, params)
   else:
-    xp = jnp.concatenate([x, jnp.zeros((1, dim), x.dtype)])
-    diff = minimum_image(x[:, None, :] - xp[neighbors.index], params.half_width)
+    diff = _pair_differences(x, neighbors, params)
     pair = jnp.where((neighbors.index < n)[..., None, None], _pair_jacobian(diff, params), 0.0)
   return params.k * jnp.sum(pair, axis=1) - params.trap * jnp.eye(dim, dtype=pair.dtype)
 
@@ -635,8 +645,9 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 3,
   :math:`e^{-12}/\beta`, is dropped), so function ``p`` of particle ``i`` depends on the
   particles within ``p + max(1, order)`` contacts. Divergences are exact: one
   forward-mode derivative in ``g`` per colour and coordinate of a colouring in which
-  particles of one colour are further apart than that reach (a few hundred colours in a
-  dense phase, whatever ``N``; every particle its own colour in small boxes).
+  particles of one colour are further apart than that reach (as many colours as the
+  densest cell pattern needs, set by the density within the reach, not by ``N``; every
+  particle its own colour in small boxes).
 
   On stationary MIPS states (``benchmarks/local_slaved_modes.py``), degree 3 with two
   slaving orders certifies as much of the rate as the 16 bands of
@@ -692,8 +703,7 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 3,
     # a gather and a contraction: D^m F[u, ...]_i = k sum_j D^m F(x_i - x_j)[u_i - u_j, ...].
     n = x.shape[0]
     valid = nb.index < n
-    diff = minimum_image(x[:, None, :] - jnp.concatenate([x, jnp.zeros_like(x[:1])])[nb.index],
-                         params.half_width)
+    diff = _pair_differences(x, nb, params)
     force = lambda r: _pair_force(r, params)
     tensors = []
     for _ in range(max(1, order + 1)):
@@ -701,7 +711,7 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 3,
       tensors.append(jax.vmap(jax.vmap(force))(diff)
                      * valid.reshape(valid.shape + (1,) * (len(tensors) + 2)))
     t1, t2, t3, t4 = [params.k * t for t in tensors] + [None] * (4 - len(tensors))
-    rel = lambda u: u[:, None, :] - jnp.concatenate([u, jnp.zeros_like(u[:1])])[nb.index]
+    rel = lambda u: u[:, None, :] - _partners(u, nb.index)
     jac = lambda u: jnp.einsum("nkab,nkb->na", t1, rel(u)) - params.trap * u
     second = lambda u, w: jnp.einsum("nkabc,nkb,nkc->na", t2, rel(u), rel(w))
     third = lambda u, w, z: jnp.einsum("nkabcd,nkb,nkc,nkd->na", t3, rel(u), rel(w), rel(z))
@@ -710,8 +720,7 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 3,
 
     b = aoup_drift(state, params, nb)[0]
     jb = jac(b)
-    if order >= 3:
-      w, jjb = second(b, b), jac(jb)
+    w = second(b, b) if order >= 1 else None
 
     def powers(vectors):
       out = []
@@ -724,12 +733,12 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 3,
 
     vectors = [(jb - gamma * b) / (v0 * gamma) + state[1]]
     if order >= 1:
-      vectors.append(second(b, b) / (v0 * gamma))
+      vectors.append(w / (v0 * gamma))
     if order >= 2:
       vectors.append((third(b, b, b) + 2.0 * second(b, jb)) / (v0 * gamma))
     if order >= 3:
-      vectors.append((fourth(b, b, b, b) + 5.0 * third(jb, b, b) + 2.0 * second(w + jjb, b)
-                      + 2.0 * second(jb, jb)) / (v0 * gamma))
+      vectors.append((fourth(b, b, b, b) + 5.0 * third(jb, b, b)
+                      + 2.0 * second(w + jac(jb), b) + 2.0 * second(jb, jb)) / (v0 * gamma))
     phi = powers(vectors)
 
     def derivative(t):
@@ -744,7 +753,7 @@ def local_slaved_mode_basis(params: AOUPParams, degree: int = 3, order: int = 3,
       if order >= 3:
         d_vectors.append((4.0 * fourth(b, b, b, t) + 5.0 * third(jt, b, b)
                           + 10.0 * third(jb, b, t) + 2.0 * second(2.0 * second(b, t) + jac(jt), b)
-                          + 2.0 * second(w + jjb, t) + 4.0 * second(jt, jb)) / gamma)
+                          + 2.0 * second(w + jac(jb), t) + 4.0 * second(jt, jb)) / gamma)
       return powers(d_vectors)
 
     colour, count = _probe_colours(x, params, reach)
