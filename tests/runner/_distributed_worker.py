@@ -6,7 +6,8 @@ Usage::
 
 Joins the cluster, contributes ``(process_id + 1) * ones((local_devices, 3))`` as its
 part of a global batch sharded over every device of every process, reduces it with a
-jitted sum and an all-gather, and prints one JSON line prefixed with ``RESULT``. Then
+jitted sum and an all-gather, and writes what it saw to ``<out dir>/result_<id>.json``
+(a file, not stdout: the collectives' native libraries log to the same stream). Then
 trains the tiny regression of ``_train_script`` with ``fit`` on a mesh of all devices
 of all processes, checkpointing into ``<out dir>/run``, and writes its final
 parameters to ``<out dir>/params_<id>.npz``. Expects ``JAX_PLATFORMS=cpu`` and
@@ -50,7 +51,8 @@ def main(argv):
       "total": float(np.asarray(total.addressable_data(0))),
       "gathered": np.asarray(gathered).ravel().tolist(),
   }
-  print("RESULT " + json.dumps(result), flush=True)
+  with open(f"{out_dir}/result_{process_id}.json", "w") as f:
+    json.dump(result, f)
 
   params, optimizer, loss_fn, batch_fn, key = _train_script.make_problem(seed=0)
   state, _ = train.fit(loss_fn, params, optimizer, key, num_steps=FIT_STEPS,

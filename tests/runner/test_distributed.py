@@ -28,10 +28,10 @@ def _free_loopback_port():
     return s.getsockname()[1]
 
 
-def _result(output):
-  lines = [l for l in output.splitlines() if l.startswith("RESULT ")]
-  assert len(lines) == 1, output
-  return json.loads(lines[0][len("RESULT "):])
+def _result(out_dir, process_id, output):
+  path = out_dir / f"result_{process_id}.json"
+  assert path.exists(), output
+  return json.loads(path.read_text())
 
 
 def test_two_process_cluster_reduces_and_trains(tmp_path):
@@ -65,7 +65,7 @@ def test_two_process_cluster_reduces_and_trains(tmp_path):
 
   for i, (p, out) in enumerate(zip(procs, outputs)):
     assert p.returncode == 0, f"process {i} failed:\n{out}"
-  results = [_result(out) for out in outputs]
+  results = [_result(tmp_path, i, out) for i, out in enumerate(outputs)]
   # Each process put (process_id + 1) into a 2x3 block: 6 * 1 + 6 * 2 = 18.
   for i, r in enumerate(results):
     assert r["process_id"] == r["process_index"] == i
