@@ -91,6 +91,7 @@ import zlib
 from typing import Callable, Mapping, Optional
 
 import jax
+from jax import Array
 import jax.numpy as jnp
 import numpy as np
 
@@ -168,6 +169,11 @@ class Config:
   # in closed form on the training states) is fitted and evaluated, with eps = 0, on
   # every system (O(N K) per state); -1: never.
   slaved_mode_degree: int = 3
+  # With eps = 0 and the implicit score matching losses: the network learns a correction
+  # to the slaved-mode score, s_g = -g + f + NN_g / sqrt(gamma) with f the fitted
+  # slaved-mode field of the state (fitted before training and evaluated once per
+  # state, `slaved_mode_fields`), so a zero network has the slaved-mode bound.
+  shift_slaved: bool = True
   transfer_factor: int = 4
   transfer_packing: tuple[float, ...] = (0.3, 0.7)
   seed: int = 0
@@ -198,6 +204,12 @@ class Config:
     if self.shift_harmonic and self.score_features != "velocity":
       raise ValueError("shift_harmonic needs score_features 'velocity', got "
                        f"{self.score_features!r}")
+    if self.shift_slaved and (self.slaved_mode_degree < 0 or self.shift_harmonic
+                              or not self.shift_g or self.score_loss == "dsm"):
+      raise ValueError("shift_slaved needs slaved_mode_degree >= 0, shift_g, no "
+                       "shift_harmonic and an implicit score matching loss, got "
+                       f"slaved_mode_degree={self.slaved_mode_degree}, shift_g={self.shift_g}"
+                       f", shift_harmonic={self.shift_harmonic}, score_loss={self.score_loss!r}")
     if self.score_loss not in ("ism_g", "ism_g_only", "dsm"):
       raise ValueError("score_loss must be 'ism_g', 'ism_g_only' or 'dsm', got "
                        f"{self.score_loss!r}")
@@ -289,7 +301,8 @@ def _phases(step: int, x, params: active.AOUPParams) -> dict:
 
 
 def local_score(net, net_params, params: active.AOUPParams, cfg: Config,
-                features_fn: Optional[Callable] = None):
+                features_fn: Optional[Callable] = None,
+                slaved: Optional[tuple[Array, Array]] = None):
   """``s(state [2, N, 2], query [M] or None, self_shift [2, M, 2] or None) -> [2, M, 2]``:
   the network's output for the queried particles, in the form ``cfg`` sets: with
   ``score_features = "velocity"`` the network also sees ``active.velocity_features``
@@ -310,7 +323,14 @@ def local_score(net, net_params, params: active.AOUPParams, cfg: Config,
   system whose drift is not the soft-repulsion model's; it receives the folded state.
   A neighbour list that overflows its capacities drops partners from the features
   without raising; the score is still a function of the state with the own blocks that
-  match its features, so the lower bound stays valid."""
+  match its features, so the lower bound stays valid.
+
+  ``slaved = (f [N, 2], div [N])``, the slaved-mode field of this one state and its
+  per-particle divergences in the own ``g`` (:func:`slaved_mode_fields`), adds ``f`` to
+  the g output (``shift_slaved``), moved by a shift ``delta`` of the own ``g`` as ``f_i
+  + (div_i / 2) delta``: the own 2 x 2 Jacobian block of ``f`` is replaced by one with
+  the same trace, so the value and the divergence at zero shift, all that the losses,
+  the bound and the plug-in rate use, are exact."""
   half = params.half_width
   velocity = cfg.score_features == "velocity"
   cutoff = active.interaction_cutoff(params)
@@ -337,6 +357,11 @@ def local_score(net, net_params, params: active.AOUPParams, cfg: Config,
     elif cfg.shift_g:
       g = z[1][q]
       out = out.at[1].add(-(g if self_shift is None else g + self_shift[1]))
+    if slaved is not None:
+      f, div = slaved[0][q], slaved[1][q]
+      if self_shift is not None:
+        f = f + (div / f.shape[-1])[:, None] * self_shift[1]
+      out = out.at[1].add(f.astype(out.dtype))
     return out
 
   return score
@@ -352,25 +377,48 @@ def init_network(net, params: active.AOUPParams, cfg: Config, state, key):
 
 
 def score_function(net, net_params, params: active.AOUPParams, cfg: Config,
-                   features_fn: Optional[Callable] = None):
+                   features_fn: Optional[Callable] = None,
+                   slaved: Optional[tuple[Array, Array]] = None):
   """``s(state [2, N, 2]) -> [2, N, 2]``: :func:`local_score` for every particle."""
-  score = local_score(net, net_params, params, cfg, features_fn)
+  score = local_score(net, net_params, params, cfg, features_fn, slaved)
   return lambda z: score(z)
 
 
+def network_bound(net, net_params, params: active.AOUPParams, cfg: Config, x,
+                  fields: Optional[tuple[Array, Array]] = None,
+                  features_fn: Optional[Callable] = None) -> Array:
+  """``[B, N]``: the per-particle terms of ``prod.hypoelliptic_entropy_production_bound``
+  (nats per unit time) of :func:`local_score` on the states ``x [B, 2, N, 2]``, each
+  state with its own slaved-mode field when ``fields = (f [B, N, 2], div [B, N])``."""
+  if fields is None:
+    return prod.hypoelliptic_entropy_production_bound(
+        local_score(net, net_params, params, cfg, features_fn), x, params.gamma, local=True)
+
+  def one(args):
+    z, f, div = args
+    score = local_score(net, net_params, params, cfg, features_fn, (f, div))
+    return prod.hypoelliptic_entropy_production_bound(score, z[None], params.gamma,
+                                                      local=True)[0]
+
+  return jax.lax.map(one, (x, *fields))
+
+
 def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
-                  log_dir: RunDir, features_fn: Optional[Callable] = None):
+                  log_dir: RunDir, features_fn: Optional[Callable] = None,
+                  fields: Optional[tuple[np.ndarray, np.ndarray]] = None):
   """A ``fit`` callback that logs, after each chunk, the per-particle lower bound
   ``hypoelliptic_entropy_production_bound / N`` (nats per unit time) of the current
-  network on the states ``x [B, 2, N, 2]`` in ``log_dir.metrics`` as
-  ``{"step", "bound_per_particle"}``. Records from an interrupted run at or after a
-  chunk's step are replaced, so a resumed run's log equals an uninterrupted one's."""
+  network on the states ``x [B, 2, N, 2]`` (with their slaved-mode ``fields``, as in
+  :func:`network_bound`) in ``log_dir.metrics`` as ``{"step", "bound_per_particle"}``.
+  Records from an interrupted run at or after a chunk's step are replaced, so a resumed
+  run's log equals an uninterrupted one's."""
   xj = jnp.asarray(x)
+  fj = None if fields is None else tuple(jnp.asarray(a, jnp.float32) for a in fields)
 
   @jax.jit
   def bound(p):
-    score = local_score(net, p, params, cfg, features_fn)
-    return prod.hypoelliptic_entropy_production_bound(score, xj, params.gamma) / x.shape[2]
+    local = network_bound(net, p, params, cfg, xj, fj, features_fn)
+    return jnp.mean(jnp.sum(local, axis=1)) / x.shape[2]
 
   def callback(state, record):
     value = float(bound(state.params))
@@ -384,38 +432,60 @@ def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
 
 def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run_dir: RunDir,
                 resume: bool, subdir: str = "train", monitor_x: Optional[np.ndarray] = None,
-                features_fn: Optional[Callable] = None):
+                features_fn: Optional[Callable] = None,
+                fields: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                monitor_fields: Optional[tuple[np.ndarray, np.ndarray]] = None):
   """The score network of ``cfg`` trained on ``train_x [B, 2, N, 2]`` (checkpointed under
-  ``run_dir / subdir``); ``features_fn`` as in :func:`local_score`. Returns ``(net,
-  params)``."""
-  net = LocalTransformer(num_neighbors=cfg.num_neighbors, width=cfg.width, depth=cfg.depth)
+  ``run_dir / subdir``); ``features_fn`` as in :func:`local_score`. With ``fields = (f
+  [B, N, 2], div [B, N])``, the slaved-mode fields of ``train_x``
+  (:func:`slaved_mode_fields`; ``monitor_fields`` those of ``monitor_x``), the network
+  learns the correction to that score (``shift_slaved``, implicit score matching
+  losses only), starting from it (a zero readout). Returns ``(net, params)``."""
+  net = LocalTransformer(num_neighbors=cfg.num_neighbors, width=cfg.width, depth=cfg.depth,
+                         zero_readout=fields is not None)
   xj = jnp.asarray(train_x)
   init = init_network(net, params, cfg, xj[0], jax.random.key(cfg.seed))
   sigma = jnp.array([cfg.dsm_sigma_x, cfg.dsm_sigma_g]).reshape(2, 1, 1)
+  if fields is not None and cfg.score_loss == "dsm":
+    raise ValueError("fields need an implicit score matching loss, got score_loss 'dsm'")
+  fj = None if fields is None else tuple(jnp.asarray(a, jnp.float32) for a in fields)
 
   def batch_fn(k, step):
     k1, k2 = jax.random.split(k)
-    return xj[jax.random.randint(k1, (cfg.batch_size,), 0, xj.shape[0])], k2
+    i = jax.random.randint(k1, (cfg.batch_size,), 0, xj.shape[0])
+    return xj[i], None if fj is None else (fj[0][i], fj[1][i]), k2
+
+  def ism(p, xb, fb, k):
+    if fb is None:
+      score = local_score(net, p, params, cfg, features_fn)
+      return prod.local_implicit_score_matching_loss(score, xb, (1,), cfg.query_size, k)
+
+    def one(z, f, div, kk):
+      score = local_score(net, p, params, cfg, features_fn, (f, div))
+      return prod.local_implicit_score_matching_loss(score, z[None], (1,), cfg.query_size, kk)
+
+    return jnp.mean(jax.vmap(one)(xb, *fb, jax.random.split(k, xb.shape[0])))
 
   def loss_fn(p, batch):
-    xb, k = batch
+    xb, fb, k = batch
     # Noisy positions are folded back into the box before the network sees them.
     if cfg.score_loss == "dsm":
       return prod.denoising_score_matching_loss(score_function(net, p, params, cfg,
                                                                features_fn),
                                                 xb, k, sigma)
-    score = local_score(net, p, params, cfg, features_fn)
     if cfg.score_loss == "ism_g_only":
-      return prod.local_implicit_score_matching_loss(score, xb, (1,), cfg.query_size, k)
+      return ism(p, xb, fb, k)
     k1, k2 = jax.random.split(k)
-    return (prod.local_implicit_score_matching_loss(score, xb, (1,), cfg.query_size, k1)
-            + prod.local_denoising_score_matching_loss(score, xb, k2, cfg.dsm_sigma_x,
-                                                       (0,), cfg.query_size))
+    # The position part is unaffected by the slaved-mode field (a g-part).
+    score = local_score(net, p, params, cfg, features_fn)
+    return ism(p, xb, fb, k1) + prod.local_denoising_score_matching_loss(
+        score, xb, k2, cfg.dsm_sigma_x, (0,), cfg.query_size)
 
   callback = None
   if monitor_x is not None and params.epsilon == 0:
     callback = bound_monitor(net, params, monitor_x, cfg,
-                             RunDir(run_dir.path / subdir / "monitor"), features_fn)
+                             RunDir(run_dir.path / subdir / "monitor"), features_fn,
+                             monitor_fields)
   trained = fit_adam_cosine(loss_fn, init, jax.random.key(cfg.seed + 1),
                             num_steps=cfg.train_steps, learning_rate=cfg.learning_rate,
                             batch_fn=batch_fn, run_dir=RunDir(run_dir.path / subdir),
@@ -432,14 +502,16 @@ def _evaluation_program(net, params: active.AOUPParams, cfg: Config) -> Callable
   drift = lambda z: active.aoup_drift(z, params)
 
   @jax.jit
-  def program(net_params, x):
-    score = score_function(net, net_params, params, cfg)
+  def program(net_params, x, fields):
     diffusion = jnp.broadcast_to(active.aoup_diffusion(params), x.shape[1:])
-    local = jax.lax.map(
-        lambda z: prod.entropy_production_rate(drift, score, diffusion, z[None], local=True),
-        x)                                                      # [B, 2, N, 2]
-    v = jax.lax.map(prod.probability_flow_velocity(drift, score, diffusion), x)
-    s = jax.lax.map(score, x)
+
+    def one(args):
+      z, slaved = args[0], (None if fields is None else args[1:])
+      score = score_function(net, net_params, params, cfg, slaved=slaved)
+      local = prod.entropy_production_rate(drift, score, diffusion, z[None], local=True)
+      return local, prod.probability_flow_velocity(drift, score, diffusion)(z), score(z)
+
+    local, v, s = jax.lax.map(one, (x,) if fields is None else (x, *fields))
     out = {"per_particle": local.sum(axis=(1, 3)),                # [B, N]
            "resid": jnp.mean(jnp.sum(v * s, axis=(1, 2, 3))),
            "scale": jnp.mean(jnp.sqrt(jnp.sum(v * v, axis=(1, 2, 3))
@@ -451,22 +523,23 @@ def _evaluation_program(net, params: active.AOUPParams, cfg: Config) -> Callable
                x, params, local=True, max_neighbors=64, max_per_cell=48),  # [B, N]
            "groups": active.packing_groups(x[:, 0], params)}
     if params.epsilon == 0:
-      out["bound"] = prod.hypoelliptic_entropy_production_bound(
-          local_score(net, net_params, params, cfg), x, params.gamma, local=True)  # [B, N]
+      out["bound"] = network_bound(net, net_params, params, cfg, x, fields)     # [B, N]
     return out
 
   return program
 
 
 def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
-             cfg: Config) -> dict:
-  """On samples ``x [B, 2, N, 2]``: the total and per-particle plug-in EPR (hypoelliptic
+             cfg: Config, fields: Optional[tuple[np.ndarray, np.ndarray]] = None) -> dict:
+  """On samples ``x [B, 2, N, 2]`` (with their slaved-mode ``fields``, as in
+  :func:`network_bound`): the total and per-particle plug-in EPR (hypoelliptic
   or elliptic by ``params.epsilon``), the stationarity residual, and with eps = 0 the
   lower bound ``prod.hypoelliptic_entropy_production_bound`` (total and per particle),
   which needs samples independent of the training data to hold."""
   # Committed, as parameters restored from a checkpoint are: one compiled program for both.
-  net_params, xj = devices.commit((net_params, jnp.asarray(x)))
-  arrays = jax.device_get(_evaluation_program(net, params, cfg)(net_params, xj))
+  fj = None if fields is None else tuple(jnp.asarray(a, jnp.float32) for a in fields)
+  net_params, xj, fj = devices.commit((net_params, jnp.asarray(x), fj))
+  arrays = jax.device_get(_evaluation_program(net, params, cfg)(net_params, xj, fj))
   per_particle = np.asarray(arrays["per_particle"])
   resid, scale = float(arrays["resid"]), float(arrays["scale"])
   total = float(per_particle.sum(axis=1).mean())
@@ -509,14 +582,44 @@ def _slaved_modes_apply(cfg: Config, params: active.AOUPParams) -> bool:
 @functools.lru_cache(maxsize=None)
 def _slaved_mode_programs(params: active.AOUPParams, degree: int
                           ) -> tuple[Callable, Callable]:
-  """Jitted ``(moments(x), bound(c, x))`` of the slaved-mode score for one system,
-  compiled once per system and process (a resumed run and the transfer rows reuse
-  them)."""
+  """Jitted ``(moments(x [B, 2, N, 2]), fields(c, state [2, N, 2]))`` of the slaved-mode
+  score for one system, compiled once per system and process (a resumed run and the
+  transfer rows reuse them)."""
   basis = active.local_slaved_mode_basis(params, degree=degree, order=SLAVED_MODE_ORDER)
   moments = jax.jit(lambda x: prod.linear_self_propulsion_moments(basis, x))
-  bound = jax.jit(lambda c, x: prod.linear_self_propulsion_bound(basis, c, x, params.gamma,
-                                                                 local=True))
-  return moments, bound
+
+  @jax.jit
+  def fields(c, state):
+    phi, div = basis(state)                                   # [K, N, d], [K, N]
+    return jnp.einsum("k,knd->nd", c, phi), c @ div
+
+  return moments, fields
+
+
+def _resumable_over_states(fn: Callable, x: np.ndarray, path, meta: dict, resume: bool,
+                           progress: bool, desc: str, chunk: int) -> list[np.ndarray]:
+  """``fn(states [b, 2, N, 2]) -> arrays [b, ...]`` over ``x [B, 2, N, 2]``, ``chunk``
+  states at a time in float64, with a progress bar; the stacked results so far are saved
+  to ``path`` (npz) after each chunk, and with ``resume`` a file of the same ``meta`` and
+  ``B`` is continued where it stopped. Returns the arrays ``[B, ...]``."""
+  from tqdm.auto import tqdm
+  tag, done, parts = json.dumps(meta, sort_keys=True), 0, None
+  if resume and path.exists():
+    with np.load(path) as f:
+      if str(f["meta"]) == tag and int(f["states"]) == len(x):
+        done, parts = int(f["done"]), [f[f"a{i}"] for i in range(int(f["count"]))]
+  with tqdm(total=len(x), initial=done, desc=desc, unit="state",
+            disable=not progress) as bar, jax.enable_x64(True):
+    for start in range(done, len(x), chunk):
+      out = [np.asarray(a) for a in fn(jnp.asarray(x[start:start + chunk], jnp.float64))]
+      parts = out if parts is None else [np.concatenate([a, b]) for a, b in zip(parts, out)]
+      done = min(start + chunk, len(x))
+      tmp = path.with_suffix(".tmp.npz")
+      np.savez(tmp, meta=tag, states=len(x), done=done, count=len(parts),
+               **{f"a{i}": a for i, a in enumerate(parts)})
+      tmp.replace(path)
+      bar.update(done - start)
+  return parts
 
 
 def fit_slaved_modes(params: active.AOUPParams, degree: int, train_x: np.ndarray,
@@ -524,50 +627,57 @@ def fit_slaved_modes(params: active.AOUPParams, degree: int, train_x: np.ndarray
                      chunk: int = 8) -> np.ndarray:
   """``[(1 + SLAVED_MODE_ORDER)(degree + 1)]`` coefficients of the slaved-mode score
   (``active.local_slaved_mode_basis``) fitted on ``train_x [B, 2, N, 2]``: the
-  closed form of ``prod.fit_linear_self_propulsion_score`` (float64), from its moments
-  summed over ``chunk`` states at a time, with a progress bar; the running sums are
-  saved after each chunk (``slaved_moments.npz``), so a resumed run starts where the
-  last one stopped, and the coefficients to ``slaved_modes.json``, read back from there
-  on ``resume``."""
-  from tqdm.auto import tqdm
-  path, partial = run_dir.path / "slaved_modes.json", run_dir.path / "slaved_moments.npz"
+  closed form of ``prod.fit_linear_self_propulsion_score`` (float64), from its
+  per-state moments, ``chunk`` states at a time with a progress bar; the moments so far
+  are saved after each chunk (``slaved_moments.npz``), so a resumed run starts where
+  the last one stopped, and the coefficients to ``slaved_modes.json``, read back from
+  there on ``resume``."""
+  path = run_dir.path / "slaved_modes.json"
   key = {"basis": "local", "degree": degree, "order": SLAVED_MODE_ORDER}
   if resume and path.exists():
     saved = json.loads(path.read_text())
     if all(saved.get(k) == v for k, v in key.items()):
       return np.asarray(saved["coefficients"], np.float64)
-  size = (1 + SLAVED_MODE_ORDER) * (degree + 1)
-  done, m_sum, gram_sum = 0, np.zeros(size), np.zeros((size, size))
-  if resume and partial.exists():
-    with np.load(partial) as f:
-      if f["m"].shape == (size,) and int(f["states"]) == len(train_x):
-        done, m_sum, gram_sum = int(f["done"]), f["m"], f["gram"]
-  moments = _slaved_mode_programs(params, degree)[0]
-  with tqdm(total=len(train_x), initial=done, desc="slaved-mode fit", unit="state",
-            disable=not progress) as bar, jax.enable_x64(True):
-    for start in range(done, len(train_x), chunk):
-      m, gram = moments(jnp.asarray(train_x[start:start + chunk], jnp.float64))
-      m_sum, gram_sum = m_sum + np.asarray(m).sum(0), gram_sum + np.asarray(gram).sum(0)
-      done = min(start + chunk, len(train_x))
-      tmp = partial.with_suffix(".tmp.npz")
-      np.savez(tmp, m=m_sum, gram=gram_sum, done=done, states=len(train_x))
-      tmp.replace(partial)
-      bar.update(done - start)
-  c = np.linalg.lstsq(gram_sum / len(train_x), m_sum / len(train_x), rcond=None)[0]
+  m, gram = _resumable_over_states(_slaved_mode_programs(params, degree)[0], train_x,
+                                   run_dir.path / "slaved_moments.npz", key, resume,
+                                   progress, "slaved-mode fit", chunk)
+  c = np.linalg.lstsq(gram.mean(0), m.mean(0), rcond=None)[0]
   if not np.all(np.isfinite(c)):
     raise FloatingPointError("the slaved-mode fit has non-finite coefficients")
   write_json(path, {**key, "coefficients": c.tolist()})
   return c
 
 
-def evaluate_slaved_modes(params: active.AOUPParams, degree: int, coefficients: np.ndarray,
-                          x: np.ndarray) -> dict:
-  """The slaved-mode score's lower bound on ``x [B, 2, N, 2]``
-  (``prod.linear_self_propulsion_bound``): per particle, its per-particle terms
-  ``[B, N]``, and their means by local packing."""
-  with jax.enable_x64(True):
-    local = np.asarray(_slaved_mode_programs(params, degree)[1](
-        jnp.asarray(coefficients, jnp.float64), jnp.asarray(x, jnp.float64)))
+def slaved_mode_fields(params: active.AOUPParams, degree: int, coefficients: np.ndarray,
+                       x: np.ndarray, run_dir: RunDir, name: str, resume: bool,
+                       progress: bool = False, chunk: int = 8
+                       ) -> tuple[np.ndarray, np.ndarray]:
+  """The slaved-mode field ``f = sum_k c_k phi_k [B, N, 2]`` of each state of ``x [B, 2,
+  N, 2]`` (``active.local_slaved_mode_basis`` with ``coefficients`` ``c``; the score is
+  ``s_g = -g + f``) and its per-particle divergences in the own ``g`` ``[B, N]``
+  (float64; per unit of ``g``), computed like :func:`fit_slaved_modes`'s moments and
+  saved as they go to ``slaved_fields_<name>.npz``, so a killed run resumes them."""
+  c = np.asarray(coefficients, np.float64)
+  program = _slaved_mode_programs(params, degree)[1]
+
+  def fn(states):
+    out = [program(jnp.asarray(c), z) for z in states]
+    return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
+
+  meta = {"degree": degree, "order": SLAVED_MODE_ORDER, "coefficients": c.tolist()}
+  f, div = _resumable_over_states(fn, x, run_dir.path / f"slaved_fields_{name}.npz", meta,
+                                  resume, progress, f"slaved-mode fields ({name})", chunk)
+  return f, div
+
+
+def evaluate_slaved_modes(params: active.AOUPParams, x: np.ndarray,
+                          fields: tuple[np.ndarray, np.ndarray]) -> dict:
+  """The slaved-mode score's lower bound on ``x [B, 2, N, 2]`` from its ``fields``
+  (:func:`slaved_mode_fields`): per particle ``2 gamma (g_i . f_i - div_i f) - gamma
+  |f_i|^2`` (``prod.linear_self_propulsion_bound``), the mean total per particle, the
+  terms ``[B, N]`` and their means by local packing."""
+  f, div = fields
+  local = params.gamma * (2 * (np.sum(x[:, 1] * f, -1) - div) - np.sum(f * f, -1))
   total = float(local.sum(axis=1).mean())
   if not math.isfinite(total):
     raise FloatingPointError(f"the slaved-mode bound is {total}")
@@ -596,11 +706,26 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   test_x = np.concatenate([c[-n_held:] for c in chains])
   lap("simulate_s")
   monitor_x = test_x[:cfg.monitor_states] if cfg.monitor_states else None
-  net, net_params = train_score(cfg, params, train_x, run_dir, resume, monitor_x=monitor_x)
+  # The slaved-mode score first: the network learns its correction (shift_slaved).
+  slaved_c = train_fields = test_fields = None
+  if _slaved_modes_apply(cfg, params):
+    slaved_c = fit_slaved_modes(params, cfg.slaved_mode_degree, train_x, run_dir, resume,
+                                cfg.progress)
+    test_fields = slaved_mode_fields(params, cfg.slaved_mode_degree, slaved_c, test_x,
+                                     run_dir, "test", resume, cfg.progress)
+    if cfg.shift_slaved:
+      train_fields = slaved_mode_fields(params, cfg.slaved_mode_degree, slaved_c, train_x,
+                                        run_dir, "train", resume, cfg.progress)
+    lap("slaved_modes_s")
+  on_slaved = train_fields is not None
+  net, net_params = train_score(
+      cfg, params, train_x, run_dir, resume, monitor_x=monitor_x, fields=train_fields,
+      monitor_fields=(tuple(a[:cfg.monitor_states] for a in test_fields)
+                      if on_slaved and monitor_x is not None else None))
   lap("train_s")
   baseline = None
   base_cfg = dataclasses.replace(cfg, score_loss="dsm", train_steps=cfg.dsm_baseline_steps,
-                                 batch_size=cfg.dsm_baseline_batch_size)
+                                 batch_size=cfg.dsm_baseline_batch_size, shift_slaved=False)
   if cfg.dsm_baseline_steps:
     baseline = train_score(base_cfg, params, train_x, run_dir, resume, subdir="train_dsm",
                            monitor_x=monitor_x)
@@ -613,15 +738,11 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
       baseline_rows[label] = {k: r[k] for k in ("epr_per_particle", "bound_per_particle",
                                                 "stationarity_relative")}
 
-  main = evaluate(net, net_params, params, test_x, cfg)
+  main = evaluate(net, net_params, params, test_x, cfg, test_fields if on_slaved else None)
   evaluate_baseline("trained", params, test_x)
+  if slaved_c is not None:
+    main["slaved"] = evaluate_slaved_modes(params, test_x, test_fields)
   lap("evaluate_s")
-  slaved_c = None
-  if _slaved_modes_apply(cfg, params):
-    slaved_c = fit_slaved_modes(params, cfg.slaved_mode_degree, train_x, run_dir, resume,
-                                cfg.progress)
-    main["slaved"] = evaluate_slaved_modes(params, cfg.slaved_mode_degree, slaved_c, test_x)
-    lap("slaved_modes_s")
   records = list(RunDir(run_dir.path / "train").metrics.records())
   losses = [r["loss"] for r in records]
   curves = {name: [(r["step"], r["bound_per_particle"])
@@ -641,11 +762,15 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   for label, n, phi in targets:
     p = system(cfg, n, phi)
     x, relax = simulate_chains(cfg, p, n, 1, label.replace("=", ""), sim_dir, resume)
-    result = evaluate(net, net_params, p, x[0, -n_held:], cfg)
-    evaluate_baseline(label, p, x[0, -n_held:])
+    held, fields = x[0, -n_held:], None
     if slaved_c is not None:
-      result["slaved"] = {k: v for k, v in evaluate_slaved_modes(
-          p, cfg.slaved_mode_degree, slaved_c, x[0, -n_held:]).items() if k != "local"}
+      fields = slaved_mode_fields(p, cfg.slaved_mode_degree, slaved_c, held, run_dir,
+                                  label.replace("=", ""), resume, cfg.progress)
+    result = evaluate(net, net_params, p, held, cfg, fields if on_slaved else None)
+    evaluate_baseline(label, p, held)
+    if slaved_c is not None:
+      result["slaved"] = {k: v for k, v in evaluate_slaved_modes(p, held, fields).items()
+                          if k != "local"}
     transfer[label] = {k: v for k, v in result.items()
                        if k not in ("per_particle", "bound_local")}
     transfer[label].update(dense=relax[-1]["dense"], dilute=relax[-1]["dilute"])
@@ -697,7 +822,9 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     for label, r in baseline_rows.items():
       lines.append(f"| {label} | {r['epr_per_particle']:.4g} | "
                    f"{fmt(r['bound_per_particle'])} | {r['stationarity_relative']:+.3f} |")
-  lines += ["", "EPR: the plug-in gamma E|g + s_g|^2 of the learned score. Lower bound: "
+  lines += ["", "EPR: the plug-in gamma E|g + s_g|^2 of the learned score"
+            + (" (the network's correction added to the slaved-mode score, s_g = -g + f + "
+               "NN_g / sqrt(gamma))" if on_slaved else "") + ". Lower bound: "
             "`hypoelliptic_entropy_production_bound`, 2 gamma [L(-g) - L(s)] with L the "
             "implicit score matching loss of s_g; it holds on samples independent of the "
             "training data: the transfer rows are fresh chains, while the trained row's "
@@ -733,6 +860,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
       "slaved_mode_bound_per_particle": (main["slaved"]["bound_per_particle"]
                                          if "slaved" in main else None),
       "slaved_mode_by_packing": main["slaved"]["by_packing"] if "slaved" in main else None,
+      "network_on_slaved_modes": on_slaved,
       "dsm_baseline": baseline_rows or None,
       "stationarity_relative": round(main["stationarity_relative"], 4),
       "relaxation": relaxation,

@@ -71,12 +71,15 @@ class LocalTransformer(nn.Module):
     width: token embedding width.
     depth: attention blocks.
     heads: attention heads (dividing ``width``).
+    zero_readout: initialise the readout at zero, so the initial output is exactly 0
+      (a network that learns a correction to a known field starts at that field).
   """
 
   num_neighbors: int = 16
   width: int = 64
   depth: int = 2
   heads: int = 4
+  zero_readout: bool = False
 
   @nn.compact
   def __call__(self, state: Array, half_width, query: Optional[Array] = None,
@@ -133,5 +136,8 @@ class LocalTransformer(nn.Module):
     h = jnp.concatenate([self_token, neighbor_tokens], axis=1)
     for _ in range(self.depth):
       h = _Block(self.width, self.heads)(h)
-    out = nn.Dense(2 * dim, name="readout")(nn.LayerNorm()(h[:, 0]))    # [M, 2d]
+    kernel_init = (nn.initializers.zeros if self.zero_readout
+                   else nn.initializers.lecun_normal())
+    out = nn.Dense(2 * dim, name="readout", kernel_init=kernel_init)(
+        nn.LayerNorm()(h[:, 0]))                                           # [M, 2d]
     return jnp.stack([out[:, :dim], out[:, dim:]])

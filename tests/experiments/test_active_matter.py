@@ -42,11 +42,30 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   dense, dilute = active.phase_fractions(chain[-1, 0], params)
   assert relaxation[-1]["dense"] == round(float(dense), 4)
   assert relaxation[-1]["dilute"] == round(float(dilute), 4)
-  net, net_params = am.train_score(cfg, params, chain[:-2], run_dir, resume=True)
+  # The slaved-mode score is fitted first (its coefficients, saved, are a fresh fit on
+  # chain[:-2]); its field f = sum_k c_k phi_k and divergences, from the basis here.
+  saved = json.loads((run_dir.path / "slaved_modes.json").read_text())
+  assert saved["basis"] == "local" and saved["degree"] == cfg.slaved_mode_degree == 1
+  assert saved["order"] == am.SLAVED_MODE_ORDER == 3
+  with jax.enable_x64(True):
+    basis = active.local_slaved_mode_basis(params, degree=1)
+    c = np.asarray(jax.jit(lambda y: prod.fit_linear_self_propulsion_score(basis, y))(
+        jnp.asarray(chain[:-2], jnp.float64)))
+    np.testing.assert_allclose(saved["coefficients"], c, rtol=1e-6, atol=1e-9)
+    assert np.any(c != 0)
+    phis = [tuple(map(np.asarray, jax.jit(basis)(z)))
+            for z in jnp.asarray(chain, jnp.float64)]
+  f_all = np.stack([np.einsum("k,knd->nd", c, phi) for phi, _ in phis])    # [8, N, 2]
+  div_all = np.stack([c @ div for _, div in phis])                         # [8, N]
+  net, net_params = am.train_score(cfg, params, chain[:-2], run_dir, resume=True,
+                                   fields=(f_all[:-2], div_all[:-2]))
   x = jnp.asarray(chain[-2:])
-  # With the g-shift and velocity features (the defaults) s_g = NN_g / sqrt(gamma) - g,
-  # NN seeing the state and active.velocity_features: gamma |g + s_g|^2 = |NN_g|^2.
-  assert TINY.shift_g and TINY.score_features == "velocity"
+  f, div_f = f_all[-2:], div_all[-2:]
+  # With the g-shift, velocity features and the slaved-mode shift (the defaults)
+  # s_g = NN_g / sqrt(gamma) - g + f, NN seeing the state and active.velocity_features:
+  # gamma |g + s_g|^2 = |NN_g + sqrt(gamma) f|^2.
+  assert TINY.shift_g and TINY.score_features == "velocity" and TINY.shift_slaved
+  assert summary["network_on_slaved_modes"]
   cut = active.interaction_cutoff(params)
 
   def network(z):
@@ -55,17 +74,20 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
     return net.apply(net_params, z, params.half_width, None, None, f.velocity,
                      jnp.concatenate([f.velocity, f.acceleration], -1))
 
-  nn_g = jax.jit(jax.vmap(network))(x)[:, 1]
-  direct = float(jnp.mean(jnp.sum(nn_g ** 2, axis=(1, 2))))
+  nn_g = np.asarray(jax.jit(jax.vmap(network))(x)[:, 1], np.float64)
+  direct = float(np.mean(np.sum((nn_g + np.sqrt(TINY.gamma) * f) ** 2, axis=(1, 2))))
   assert summary["epr_total"] == pytest.approx(direct, rel=1e-4)
   # The lower bound 2 gamma [1/2 |g|^2 - d - 1/2 |s_g|^2 - div_g s_g] per particle, with
-  # the divergence from the score's full Jacobian (one derivative per coordinate, through
-  # the features too): the per-particle shift of the training loss and bound is exact.
-  score = am.score_function(net, net_params, params, TINY)
+  # the divergence of the network's part from its full Jacobian (one derivative per
+  # coordinate, through the features too) and that of f from the basis: the
+  # per-particle shifts of the training loss and bound are exact.
+  score = am.score_function(net, net_params, params, dataclasses.replace(TINY,
+                                                                         shift_slaved=False))
   diag = jax.jit(jax.vmap(lambda z: prod.jacobian_diagonal(score, z)))(x)[:, 1]
-  s_g = jax.jit(jax.vmap(score))(x)[:, 1]
-  terms = 0.5 * jnp.sum(x[:, 1] ** 2, -1) - 2 - 0.5 * jnp.sum(s_g ** 2, -1) - jnp.sum(diag, -1)
-  bound = 2 * TINY.gamma * float(jnp.mean(jnp.sum(terms, axis=1)))
+  s_g = np.asarray(jax.jit(jax.vmap(score))(x)[:, 1], np.float64) + f
+  terms = (0.5 * np.sum(chain[-2:, 1] ** 2, -1) - 2 - 0.5 * np.sum(s_g ** 2, -1)
+           - np.sum(diag, -1) - div_f)
+  bound = 2 * TINY.gamma * float(np.mean(np.sum(terms, axis=1)))
   assert summary["bound_per_particle"] * 40 == pytest.approx(bound, rel=1e-4, abs=1e-9)
   # The score-free rate: the generic form with the full Jacobian diagonal of the
   # all-pairs drift, on the same states.
@@ -81,25 +103,11 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
                      ("bound", summary["bound_per_particle"]),
                      ("score_free", summary["score_free_per_particle"])):
     assert sum(g["share"] * g[key] for g in groups) == pytest.approx(total, rel=1e-4, abs=1e-12)
-  # The slaved-mode score: fitted on the training states (its coefficients, saved, are a
-  # fresh fit on chain[:-2]) and its bound 2 gamma sum_i (g_i . f_i - div_i f_i) - gamma
-  # |f_i|^2 with f = sum_k c_k phi_k recomputed on the held-out states; the packing
-  # groups' means give back the total, and the N = 160 transfer has its own row.
-  saved = json.loads((run_dir.path / "slaved_modes.json").read_text())
-  assert saved["basis"] == "local" and saved["degree"] == cfg.slaved_mode_degree == 1
-  assert saved["order"] == am.SLAVED_MODE_ORDER == 3
-  with jax.enable_x64(True):
-    basis = active.local_slaved_mode_basis(params, degree=1)
-    c = np.asarray(jax.jit(lambda y: prod.fit_linear_self_propulsion_score(basis, y))(
-        jnp.asarray(chain[:-2], jnp.float64)))
-    np.testing.assert_allclose(saved["coefficients"], c, rtol=1e-6, atol=1e-9)
-    assert np.any(c != 0)
-    phis = [tuple(map(np.asarray, jax.jit(basis)(z)))
-            for z in jnp.asarray(chain[-2:], jnp.float64)]
-  slaved = np.mean([np.sum(2 * TINY.gamma * (np.einsum("k,knd,nd->n", c, phi, z[1])
-                                              - c @ div)
-                           - TINY.gamma * np.sum(np.einsum("k,knd->nd", c, phi) ** 2, -1))
-                    for (phi, div), z in zip(phis, chain[-2:])])
+  # The slaved-mode score alone: its bound 2 gamma sum_i (g_i . f_i - div_i f_i) - gamma
+  # |f_i|^2 on the held-out states; the packing groups' means give back the total, and
+  # the N = 160 transfer has its own row.
+  slaved = np.mean(np.sum(2 * TINY.gamma * (np.sum(f * chain[-2:, 1], -1) - div_f)
+                          - TINY.gamma * np.sum(f * f, -1), axis=1))
   assert summary["slaved_mode_bound_per_particle"] * 40 == pytest.approx(slaved, rel=1e-6)
   shares = {k: g["share"] for k, g in summary["by_packing"].items()}
   assert sum(shares[k] * v for k, v in summary["slaved_mode_by_packing"].items()
@@ -116,7 +124,10 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   # per step and equal to the uninterrupted one, and the summary is the same.
   chunks = sorted(p.name for p in (run_dir.path / "sim").iterdir())
   stamps = {p.name: p.stat().st_mtime_ns for p in (run_dir.path / "sim").iterdir()}
-  slaved_stamp = (run_dir.path / "slaved_modes.json").stat().st_mtime_ns
+  slaved_stamps = {p.name: p.stat().st_mtime_ns for p in run_dir.path.glob("slaved_*")}
+  assert set(slaved_stamps) == {"slaved_modes.json", "slaved_moments.npz",
+                                "slaved_fields_train.npz", "slaved_fields_test.npz",
+                                "slaved_fields_N160.npz", "slaved_fields_phi0.3.npz"}
   ckpts = run_dir.path / "train" / "checkpoints"
   for stale in ckpts.glob("*"):
     if stale.name.split(".")[0] in ("15", "20"):
@@ -126,7 +137,8 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   assert sorted(p.name for p in (run_dir.path / "sim").iterdir()) == chunks
   assert {p.name: p.stat().st_mtime_ns for p in (run_dir.path / "sim").iterdir()} == stamps
   assert sorted(p.name for p in ckpts.iterdir() if p.is_dir())[-1] == "20"
-  assert (run_dir.path / "slaved_modes.json").stat().st_mtime_ns == slaved_stamp   # reused
+  assert {p.name: p.stat().st_mtime_ns                                            # reused
+          for p in run_dir.path.glob("slaved_*")} == slaved_stamps
   assert resumed["bound_curves"] == summary["bound_curves"]
   assert resumed["relaxation"] == summary["relaxation"]
   for key in ("epr_per_particle", "bound_per_particle", "score_free_per_particle",
@@ -244,10 +256,46 @@ def test_harmonic_shift_with_a_zero_network_is_the_harmonic_score():
     dataclasses.replace(cfg, score_features="none").validate()
 
 
+def test_slaved_shift_with_a_zero_network_is_the_slaved_mode_score(tmp_path):
+  """With NN = 0 and a state's slaved-mode fields the score is -g + f at every particle
+  subset, its per-particle divergence in the own g is div f - 2, so the network's bound
+  equals the slaved-mode bound term by term (the bound the training starts from); the
+  fields are the basis' f = sum_k c_k phi_k, and the option's conflicts are refused."""
+  params = am.system(TINY, 40, 0.5)
+  keys = jax.random.split(jax.random.key(3), 3)
+  x = np.stack([np.asarray(active.random_configuration(k, 40, params)) for k in keys])
+  c = np.array([0.7, -0.2, 0.05, 0.3, -0.4, 0.1, 0.02, -0.01])
+  f, div = am.slaved_mode_fields(params, 1, c, x, RunDir(tmp_path), "t", False)
+  with jax.enable_x64(True):
+    phi, div_k = jax.jit(active.local_slaved_mode_basis(params, degree=1))(
+        jnp.asarray(x[1], jnp.float64))
+  np.testing.assert_allclose(f[1], np.einsum("k,knd->nd", c, phi), rtol=1e-10, atol=1e-12)
+  np.testing.assert_allclose(div[1], c @ np.asarray(div_k), rtol=1e-10, atol=1e-12)
+  score = am.local_score(ZeroNet, None, params, TINY, slaved=(f[1], div[1]))
+  query = jnp.array([5, 0, 17])
+  z = jnp.asarray(x[1])
+  np.testing.assert_allclose(score(z, query)[1], -x[1, 1, [5, 0, 17]] + f[1, [5, 0, 17]],
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(score(z, query)[0], 0.0)
+  terms = prod.local_implicit_score_matching_terms(score, z, (1,), query)[0]
+  s_g = -x[1, 1, [5, 0, 17]] + f[1, [5, 0, 17]]
+  np.testing.assert_allclose(terms, 0.5 * np.sum(s_g ** 2, -1) + div[1, [5, 0, 17]] - 2,
+                             rtol=1e-4, atol=1e-4)
+  net_bound = am.network_bound(ZeroNet, None, params, TINY, jnp.asarray(x),
+                               tuple(jnp.asarray(a, jnp.float32) for a in (f, div)))
+  slaved = am.evaluate_slaved_modes(params, x, (f, div))["local"]
+  np.testing.assert_allclose(net_bound, slaved, rtol=1e-3, atol=1e-6 * np.abs(slaved).max())
+  for bad in (dict(slaved_mode_degree=-1), dict(shift_harmonic=True), dict(shift_g=False),
+              dict(score_loss="dsm")):
+    with pytest.raises(ValueError, match="shift_slaved"):
+      dataclasses.replace(TINY, **bad).validate()
+
+
 def test_dsm_baseline_is_the_dsm_training_run_again(tmp_path):
   """The baseline network is trained by the "dsm" recipe: with the main network trained
   by that recipe too, at the same steps and batch, both give the same numbers."""
-  cfg = dataclasses.replace(TINY, score_loss="dsm", dsm_baseline_steps=TINY.train_steps,
+  cfg = dataclasses.replace(TINY, score_loss="dsm", shift_slaved=False,
+                            dsm_baseline_steps=TINY.train_steps,
                             dsm_baseline_batch_size=TINY.batch_size, transfer_packing=())
   summary = am.run(cfg, RunDir(tmp_path / "run"))
   assert set(summary["dsm_baseline"]) == {"trained", "N=160"}

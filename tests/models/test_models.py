@@ -77,6 +77,25 @@ def test_local_transformer_is_local_and_transfers_to_larger_systems(transformer)
     np.testing.assert_allclose(out_big[:, t * 48:(t + 1) * 48], out, rtol=1e-4, atol=1e-4)
 
 
+def test_zero_readout_starts_at_zero_and_still_learns(transformer):
+  """``zero_readout`` makes the initial output exactly 0 while the other weights keep
+  their random draw (the same key gives the same body), and a loss's gradient reaches
+  the readout, so the first step moves the output off zero."""
+  _, params, state, p = transformer
+  net = LocalTransformer(num_neighbors=8, width=32, depth=2, heads=4, zero_readout=True)
+  zero = net.init(jax.random.key(2), state, p.half_width)
+  np.testing.assert_array_equal(net.apply(zero, state, p.half_width), 0.0)
+  flat, flat_zero = (jax.tree_util.tree_leaves_with_path(t["params"]) for t in (params, zero))
+  for (path, a), (_, b) in zip(flat, flat_zero):
+    if "readout" in jax.tree_util.keystr(path) and "kernel" in jax.tree_util.keystr(path):
+      assert float(jnp.abs(a).max()) > 0
+    else:
+      np.testing.assert_array_equal(a, b)
+  target = jax.random.normal(jax.random.key(4), state.shape)
+  grad = jax.grad(lambda q: jnp.sum((net.apply(q, state, p.half_width) - target) ** 2))(zero)
+  assert float(jnp.abs(grad["params"]["readout"]["kernel"]).max()) > 1e-3
+
+
 def test_local_transformer_needs_more_particles_than_neighbors(transformer):
   net, params, state, p = transformer
   with pytest.raises(ValueError, match="num_neighbors"):
