@@ -18,7 +18,11 @@ velocity, and for its own output the velocity's derivative along the position fl
 exact inputs of the score for harmonic forces). "harmonic" trains nothing: it is
 ``active.harmonic_self_propulsion_score``, the formula in those inputs that is exact for
 harmonic forces, a baseline for what the network adds; "residual" trains the
-"velocity" network on top of that formula (``shift_harmonic``). The table gives the
+"velocity" network on top of that formula (``shift_harmonic``). "slaved" trains
+nothing either: the experiment's slaved-mode score (``active.local_slaved_mode_basis``,
+degree ``Config.slaved_mode_degree``, fitted in closed form on the training states,
+``active_matter.fit_slaved_modes``); "on_slaved" trains the "velocity" network as a
+correction to it (``shift_slaved``, the experiment's default). The table gives the
 lower bound ``prod.hypoelliptic_entropy_production_bound`` on the held-out states
 against the rate
 from the same states without any score (``active.aoup_score_free_entropy_production``),
@@ -49,6 +53,7 @@ from entropylab.runner.rundir import RunDir
 from experiments import active_matter as am
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SLAVED_DEGREE = am.Config.slaved_mode_degree
 
 
 def parse_args(argv):
@@ -58,7 +63,9 @@ def parse_args(argv):
   parser.add_argument("--chains", type=int, default=4)
   parser.add_argument("--sim-steps", type=int, default=8000)
   parser.add_argument("--steps", type=int, default=300, help="training steps")
-  parser.add_argument("--features", nargs="+", choices=["none", "velocity", "residual", "harmonic"],
+  parser.add_argument("--features", nargs="+",
+                      choices=["none", "velocity", "residual", "harmonic", "slaved",
+                               "on_slaved"],
                       default=["none", "velocity"])
   parser.add_argument("--gamma", type=float, default=1e-4,
                       help="relaxation rate of the self-propulsion")
@@ -92,13 +99,17 @@ def mips_states(args):
   return (xs[:, :15].reshape(-1, 2, args.n, 2), xs[:, 15:].reshape(-1, 2, args.n, 2), params)
 
 
-def plug_in_rate(score, x, params) -> float:
+def plug_in_rate(score, x, params, fields=None) -> float:
   """``gamma E sum_i |g_i + s_{g,i}|^2`` over states ``x [B, 2, N, d]``: the rate a score
-  reports (the bound's equal only at the exact score), in nats per unit time."""
-  def one(state):
-    s_g = score(state, None, jnp.zeros_like(state))[1]
+  ``score(state [2, N, d])`` reports (the bound's equal only at the exact score), in nats
+  per unit time; with ``fields = (f [B, N, d], div [B, N])`` each state's slaved-mode
+  field ``f`` is added to its ``s_g``."""
+  def one(args):
+    state = args[0]
+    s_g = score(state)[1] + (0.0 if fields is None else args[1])
     return params.gamma * jnp.sum((state[1] + s_g) ** 2)
-  return float(jnp.mean(jax.lax.map(one, jnp.asarray(x))))
+  xs = (jnp.asarray(x),) if fields is None else (jnp.asarray(x), fields[0])
+  return float(jnp.mean(jax.lax.map(one, xs)))
 
 
 def measure(args):
@@ -113,34 +124,60 @@ def measure(args):
   free_local = np.asarray(active.aoup_score_free_entropy_production(
       jnp.asarray(test), params, local=True, max_neighbors=64, max_per_cell=24))
   free_groups = {k: float(free_local[m].mean()) for k, m in groups.items()}
+  fields = {}
+  if {"slaved", "on_slaved"} & set(args.features):
+    # The experiment's slaved-mode score, fitted in closed form on the training states.
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+      run_dir = RunDir(Path(tmp))
+      c = am.fit_slaved_modes(params, SLAVED_DEGREE, train, run_dir, False)
+      fields = {name: am.slaved_mode_fields(params, SLAVED_DEGREE, c, x, run_dir, name, False)
+                for name, x in (("train", train), ("test", test))}
+    fields_seconds = time.perf_counter() - start
   rows = []
   for features in args.features:
     start = time.perf_counter()
-    if features == "harmonic":
-      score = active.harmonic_self_propulsion_score(params, max_neighbors=64, max_per_cell=24)
+    if features == "slaved":
+      # (the fit and the fields of every state)
+      bound_terms = lambda x, name: am.evaluate_slaved_modes(params, x, fields[name])["local"]
+      plug_in = params.gamma * float(np.mean(np.sum(fields["test"][0] ** 2, axis=(1, 2))))
+      seconds = fields_seconds
     else:
-      cfg = dataclasses.replace(am.Config(), n_particles=args.n, train_steps=args.steps,
-                                width=args.width, depth=args.depth,
-                                batch_size=8, query_size=args.n, progress=False,
-                                score_features="none" if features == "none" else "velocity",
-                                shift_harmonic=features == "residual",
-                                score_loss="ism_g_only")
-      with tempfile.TemporaryDirectory() as tmp:
-        net, net_params = am.train_score(cfg, params, train, RunDir(Path(tmp) / "run"),
-                                         resume=False)
-      score = am.local_score(net, net_params, params, cfg)
-    seconds = time.perf_counter() - start
-    local = np.asarray(prod.hypoelliptic_entropy_production_bound(
-        score, jnp.asarray(test), params.gamma, local=True))       # [states, N]
+      if features == "harmonic":
+        score = active.harmonic_self_propulsion_score(params, max_neighbors=64,
+                                                      max_per_cell=24)
+        bound_terms = lambda x, name: np.asarray(prod.hypoelliptic_entropy_production_bound(
+            score, jnp.asarray(x), params.gamma, local=True))
+        plug_in = plug_in_rate(score, test, params)
+      else:
+        on_slaved = features == "on_slaved"
+        cfg = dataclasses.replace(am.Config(), n_particles=args.n, train_steps=args.steps,
+                                  width=args.width, depth=args.depth,
+                                  batch_size=8, query_size=args.n, progress=False,
+                                  score_features="none" if features == "none" else "velocity",
+                                  shift_harmonic=features == "residual",
+                                  shift_slaved=on_slaved, score_loss="ism_g_only")
+        with tempfile.TemporaryDirectory() as tmp:
+          net, net_params = am.train_score(cfg, params, train, RunDir(Path(tmp) / "run"),
+                                           resume=False,
+                                           fields=fields["train"] if on_slaved else None)
+        per = lambda name: (tuple(jnp.asarray(a, jnp.float32) for a in fields[name])
+                            if on_slaved else None)
+        bound_terms = lambda x, name: np.asarray(jax.jit(
+            lambda y, f: am.network_bound(net, net_params, params, cfg, y, f))(
+                jnp.asarray(x), per(name)))
+        plug_in = plug_in_rate(am.score_function(net, net_params, params, cfg), test,
+                               params, per("test"))
+      seconds = time.perf_counter() - start
+    local = bound_terms(test, "test")                               # [states, N]
     terms = local.sum(axis=1) / args.n                              # per state, per particle
     # The same bound on the training states: far above the held-out one, the network
     # has fitted its few configurations rather than the score.
-    fitted = float(prod.hypoelliptic_entropy_production_bound(
-        score, jnp.asarray(train), params.gamma)) / args.n
+    fitted = float(bound_terms(train, "train").sum(axis=1).mean()) / args.n
     rows.append({"features": features, "bound": float(terms.mean()),
                  "se": float(terms.std() / np.sqrt(len(terms))), "free": free,
                  "train_bound": fitted, "free_train": free_train,
-                 "plug_in": plug_in_rate(score, test, params) / args.n,
+                 "plug_in": plug_in / args.n,
                  "dense": dense, "seconds": seconds,
                  "groups": {k: (float(local[m].mean()), free_groups[k], float(m.mean()))
                             for k, m in groups.items()}})
@@ -164,7 +201,13 @@ def to_markdown(args, rows) -> str:
       + ("; residual: the same on top of the harmonic score (`shift_harmonic`, in place "
          "of the g-shift)" if "residual" in args.features else "")
       + ("; harmonic: `active.harmonic_self_propulsion_score`, no parameters and no "
-         "training" if "harmonic" in args.features else ""),
+         "training" if "harmonic" in args.features else "")
+      + (f"; slaved: the slaved-mode score (`active.local_slaved_mode_basis`, degree "
+         f"{SLAVED_DEGREE}, {am.SLAVED_MODE_ORDER} orders, fitted in closed form on the "
+         "training states; its seconds are the fit's and the fields')"
+         if "slaved" in args.features else "")
+      + ("; on_slaved: the velocity network trained as a correction to that score "
+         "(`shift_slaved`, zero readout)" if "on_slaved" in args.features else ""),
       "- columns (nats per unit time per particle): the lower bound "
       "(`hypoelliptic_entropy_production_bound`, held-out states, with its standard error "
       "over states) and the rate of the same states without a score "
