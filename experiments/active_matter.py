@@ -16,7 +16,8 @@ Steps:
    simulation runs in chunks saved under ``sim/``, so ``--resume`` continues a killed run
    where it stopped.
 2. A ``LocalTransformer`` score (each particle attends to its ``num_neighbors`` nearest
-   neighbours; with ``shift_g`` it learns the correction to ``s_g = -g``; with
+   neighbours; with ``shift_g`` it learns the correction to ``s_g = -g``, and with
+   ``shift_slaved`` (the default at eps = 0) to the slaved-mode score of step 3; with
    ``score_features = "velocity"``, the default, it also sees each particle's scaled
    velocity ``u = b_x / (v0 sqrt(gamma))`` and, for its own output, ``a = (d b_x / d x)
    u`` (``active.velocity_features``), and its g output is divided by ``sqrt(gamma)``:
@@ -48,7 +49,9 @@ Steps:
    intermediate: the interfaces, dense), a map of both binned over the box
    (``local_epr.png``, beside the particle density), and the stationarity residual
    E[v . s] / E[|v| |s|]. With eps = 0 (and ``slaved_mode_degree >= 0``), also the
-   slaved-mode score, which needs no network: the harmonic score and its slaving
+   slaved-mode score, which needs no network (fitted before step 2, so that with
+   ``shift_slaved``, the default, the network learns its correction, ``s_g = -g + f +
+   NN_g / sqrt(gamma)``, from a zero readout): the harmonic score and its slaving
    corrections filtered by powers of the position Jacobian up to ``slaved_mode_degree``
    (``active.local_slaved_mode_basis``, local, ``O(N K)``), weighted by a closed-form
    fit on the training states (``prod.fit_linear_self_propulsion_score``, saved in
