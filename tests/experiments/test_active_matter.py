@@ -17,7 +17,7 @@ from experiments import active_matter as am
 TINY = am.Config(n_particles=40, chains=1, relax_steps=40, sample_every=10, samples_per_chain=8,
                  chunk_steps=40, held_out=0.25, num_neighbors=6, width=16, depth=1,
                  train_steps=20, batch_size=2, query_size=16, map_bins=4, transfer_factor=4,
-                 transfer_packing=(0.3,), slaved_mode_degree=1, progress=False)
+                 transfer_packing=(), slaved_mode_degree=1, progress=False)
 
 
 def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
@@ -27,7 +27,9 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   run_dir = RunDir(tmp_path / "run")
   summary = am.run(cfg, run_dir)
   assert summary["train_samples"] == 6 and summary["held_out_samples"] == 2
-  assert set(summary["transfer"]) == {"N=160", "phi=0.3"}
+  # (A transfer to another packing fraction goes through the same loop with its own
+  # system; left out here to keep the test short.)
+  assert set(summary["transfer"]) == {"N=160"}
   assert (run_dir.path / "local_epr.png").stat().st_size > 0
   # The reported rate is gamma E|g + s_g|^2 (eps = 0) with the trained network, on the
   # held-out samples: recompute it directly from the saved simulation and checkpoint.
@@ -127,7 +129,7 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
   slaved_stamps = {p.name: p.stat().st_mtime_ns for p in run_dir.path.glob("slaved_*")}
   assert set(slaved_stamps) == {"slaved_modes.json", "slaved_moments.npz",
                                 "slaved_fields_train.npz", "slaved_fields_test.npz",
-                                "slaved_fields_N160.npz", "slaved_fields_phi0.3.npz"}
+                                "slaved_fields_N160.npz"}
   ckpts = run_dir.path / "train" / "checkpoints"
   for stale in ckpts.glob("*"):
     if stale.name.split(".")[0] in ("15", "20"):
@@ -156,12 +158,13 @@ def test_slaved_mode_fit_resumes_after_a_kill(tmp_path, monkeypatch):
   gives the coefficients of one uninterrupted fit (and of
   ``prod.fit_linear_self_propulsion_score``)."""
   params = am.system(TINY, 40, 0.5)
-  keys = jax.random.split(jax.random.key(4), 6)
+  keys = jax.random.split(jax.random.key(4), 8)
   x = np.stack([np.asarray(active.random_configuration(k, 40, params)) for k in keys])
   whole = am.fit_slaved_modes(params, 1, x, RunDir(tmp_path / "whole"), False, chunk=4)
   with jax.enable_x64(True):
     basis = active.local_slaved_mode_basis(params, degree=1, order=am.SLAVED_MODE_ORDER)
-    direct = np.asarray(prod.fit_linear_self_propulsion_score(basis, jnp.asarray(x, jnp.float64)))
+    direct = np.asarray(jax.jit(lambda y: prod.fit_linear_self_propulsion_score(basis, y))(
+        jnp.asarray(x, jnp.float64)))
   np.testing.assert_allclose(whole, direct, rtol=1e-6, atol=1e-9 * np.abs(direct).max())
   real, seen = am._slaved_mode_programs(params, 1), []
 
@@ -185,7 +188,7 @@ def test_slaved_mode_fit_resumes_after_a_kill(tmp_path, monkeypatch):
 
   monkeypatch.setattr(am, "_slaved_mode_programs", counted)
   resumed = am.fit_slaved_modes(params, 1, x, run_dir, True, chunk=4)
-  assert seen == [2]
+  assert seen == [4]
   np.testing.assert_allclose(resumed, whole, rtol=1e-12, atol=1e-12 * np.abs(whole).max())
 
 
@@ -293,10 +296,11 @@ def test_slaved_shift_with_a_zero_network_is_the_slaved_mode_score(tmp_path):
 
 def test_dsm_baseline_is_the_dsm_training_run_again(tmp_path):
   """The baseline network is trained by the "dsm" recipe: with the main network trained
-  by that recipe too, at the same steps and batch, both give the same numbers."""
-  cfg = dataclasses.replace(TINY, score_loss="dsm", shift_slaved=False,
+  by that recipe too, at the same steps and batch, both give the same numbers (no
+  slaved-mode score: the tiny run covers it)."""
+  cfg = dataclasses.replace(TINY, score_loss="dsm", shift_slaved=False, slaved_mode_degree=-1,
                             dsm_baseline_steps=TINY.train_steps,
-                            dsm_baseline_batch_size=TINY.batch_size, transfer_packing=())
+                            dsm_baseline_batch_size=TINY.batch_size)
   summary = am.run(cfg, RunDir(tmp_path / "run"))
   assert set(summary["dsm_baseline"]) == {"trained", "N=160"}
   base = summary["dsm_baseline"]["trained"]
