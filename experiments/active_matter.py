@@ -661,6 +661,10 @@ def slaved_mode_fields(params: active.AOUPParams, degree: int, coefficients: np.
   (float64; per unit of ``g``), computed like :func:`fit_slaved_modes`'s moments and
   saved as they go to ``slaved_fields_<name>.npz``, so a killed run resumes them."""
   c = np.asarray(coefficients, np.float64)
+  size = (1 + SLAVED_MODE_ORDER) * (degree + 1)
+  if c.shape != (size,) or not np.all(np.isfinite(c)):
+    raise ValueError(f"coefficients must be {size} finite numbers for degree {degree}, got "
+                     f"shape {c.shape}")
   program = _slaved_mode_programs(params, degree)[1]
 
   def fn(states):

@@ -288,6 +288,10 @@ def test_slaved_shift_with_a_zero_network_is_the_slaved_mode_score(tmp_path):
                                tuple(jnp.asarray(a, jnp.float32) for a in (f, div)))
   slaved = am.evaluate_slaved_modes(params, x, (f, div))["local"]
   np.testing.assert_allclose(net_bound, slaved, rtol=1e-3, atol=1e-6 * np.abs(slaved).max())
+  with pytest.raises(ValueError, match="coefficients"):
+    am.slaved_mode_fields(params, 1, c[:-1], x, RunDir(tmp_path), "t", False)
+  with pytest.raises(ValueError, match="coefficients"):
+    am.slaved_mode_fields(params, 1, c * np.nan, x, RunDir(tmp_path), "t", False)
   for bad in (dict(slaved_mode_degree=-1), dict(shift_harmonic=True), dict(shift_g=False),
               dict(score_loss="dsm")):
     with pytest.raises(ValueError, match="shift_slaved"):
