@@ -22,9 +22,8 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 demo: $(STAMP)
 	$(PY) -m experiments all --preset smoke
 
-# The tests compile far more than they run, so they ask LLVM for no optimisation (a
-# third less time on the slowest ones); what they check does not depend on it. Demos
-# and benchmarks keep the default.
+# The tests compile far more than they run, so they ask LLVM for no optimisation; what
+# they check does not depend on it. Demos and benchmarks keep the default.
 test: $(STAMP)
 	XLA_FLAGS="$(XLA_FLAGS) --xla_backend_optimization_level=0" \
 	  $(PY) -m pytest -n 2 --dist loadfile -q --durations=20

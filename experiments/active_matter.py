@@ -444,13 +444,21 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
   (:func:`slaved_mode_fields`; ``monitor_fields`` those of ``monitor_x``), the network
   learns the correction to that score (``shift_slaved``, implicit score matching
   losses only), starting from it (a zero readout). Returns ``(net, params)``."""
+  for name, f, x in (("fields", fields, train_x), ("monitor_fields", monitor_fields,
+                                                     monitor_x)):
+    if f is None:
+      continue
+    if cfg.score_loss == "dsm":
+      raise ValueError(f"{name} need an implicit score matching loss, got score_loss 'dsm'")
+    if x is None or (np.shape(f[0]), np.shape(f[1])) != (np.shape(x[:, 1]), np.shape(x)[:1]
+                                                        + np.shape(x)[2:3]):
+      raise ValueError(f"{name} must be (f [B, N, 2], div [B, N]) of its states, got shapes "
+                       f"{tuple(np.shape(a) for a in f)}")
   net = LocalTransformer(num_neighbors=cfg.num_neighbors, width=cfg.width, depth=cfg.depth,
                          zero_readout=fields is not None)
   xj = jnp.asarray(train_x)
   init = init_network(net, params, cfg, xj[0], jax.random.key(cfg.seed))
   sigma = jnp.array([cfg.dsm_sigma_x, cfg.dsm_sigma_g]).reshape(2, 1, 1)
-  if fields is not None and cfg.score_loss == "dsm":
-    raise ValueError("fields need an implicit score matching loss, got score_loss 'dsm'")
   fj = None if fields is None else tuple(jnp.asarray(a, jnp.float32) for a in fields)
 
   def batch_fn(k, step):

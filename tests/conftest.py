@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-# (`make test` also turns off LLVM's optimisation, see the Makefile.)
+# The flags of `make test` (LLVM's optimisation off: see the Makefile).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 "
                       "--xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

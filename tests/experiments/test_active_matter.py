@@ -288,6 +288,11 @@ def test_slaved_shift_with_a_zero_network_is_the_slaved_mode_score(tmp_path):
                                tuple(jnp.asarray(a, jnp.float32) for a in (f, div)))
   slaved = am.evaluate_slaved_modes(params, x, (f, div))["local"]
   np.testing.assert_allclose(net_bound, slaved, rtol=1e-3, atol=1e-6 * np.abs(slaved).max())
+  with pytest.raises(ValueError, match="fields"):
+    am.train_score(TINY, params, x, RunDir(tmp_path), False, fields=(f[:2], div[:2]))
+  with pytest.raises(ValueError, match="fields"):
+    am.train_score(dataclasses.replace(TINY, score_loss="dsm", shift_slaved=False), params,
+                   x, RunDir(tmp_path), False, fields=(f, div))
   with pytest.raises(ValueError, match="coefficients"):
     am.slaved_mode_fields(params, 1, c[:-1], x, RunDir(tmp_path), "t", False)
   with pytest.raises(ValueError, match="coefficients"):
