@@ -101,7 +101,7 @@ import numpy as np
 from entropylab import production as prod
 from entropylab.models import LocalTransformer
 from entropylab.production import active
-from entropylab.runner import devices
+from entropylab.runner import checkpoint, devices
 from entropylab.runner.rundir import RunDir, write_json
 import experiments
 from experiments._training import fit_adam_cosine
@@ -129,6 +129,10 @@ class Config:
   max_neighbors: int = 64
   max_per_cell: int = 24
   held_out: float = 0.25
+  # The fraction of each chain's samples before its held-out ones that is kept out of
+  # training to choose the network (the training step with the highest bound on them,
+  # train_score's select_x); 0 keeps the last network.
+  validation: float = 0.125
   num_neighbors: int = 16
   width: int = 64
   depth: int = 2
@@ -181,6 +185,13 @@ class Config:
   transfer_packing: tuple[float, ...] = (0.3, 0.7)
   seed: int = 0
   progress: bool = True
+
+  def split(self) -> tuple[int, int, int]:
+    """Samples per chain for training, validation and evaluation, in this order in time."""
+    n_held = max(1, int(round(self.held_out * self.samples_per_chain)))
+    n_val = int(round(self.validation * self.samples_per_chain))
+    n_val = max(1, n_val) if self.validation else 0
+    return self.samples_per_chain - n_held - n_val, n_val, n_held
 
   def validate(self) -> None:
     for name in ("n_particles", "chains", "relax_steps", "sample_every", "samples_per_chain",
@@ -236,6 +247,16 @@ class Config:
       raise ValueError(f"held_out must lie in (0, 1), got {self.held_out}")
     if self.samples_per_chain * self.held_out < 1:
       raise ValueError("held_out leaves no held-out sample per chain")
+    if not 0 <= self.validation < 1:
+      raise ValueError(f"validation must lie in [0, 1), got {self.validation}")
+    if self.validation and self.samples_per_chain * self.validation < 1:
+      raise ValueError("validation leaves no validation sample per chain; set it to 0 to "
+                       "train on them")
+    if self.validation and self.epsilon != 0:
+      raise ValueError("validation selects by the eps = 0 bound; set it to 0 when epsilon > 0")
+    if self.split()[0] < 1:
+      raise ValueError(f"held_out ({self.held_out}) and validation ({self.validation}) leave "
+                       f"no training sample of {self.samples_per_chain} per chain")
     if self.chunk_steps % self.sample_every:
       raise ValueError(f"chunk_steps ({self.chunk_steps}) must be a multiple of "
                        f"sample_every ({self.sample_every})")
@@ -408,13 +429,21 @@ def network_bound(net, net_params, params: active.AOUPParams, cfg: Config, x,
 
 def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
                   log_dir: RunDir, features_fn: Optional[Callable] = None,
-                  fields: Optional[tuple[np.ndarray, np.ndarray]] = None):
+                  fields: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                  select_from=None):
   """A ``fit`` callback that logs, after each chunk, the per-particle lower bound
   ``hypoelliptic_entropy_production_bound / N`` (nats per unit time) of the current
   network on the states ``x [B, 2, N, 2]`` (with their slaved-mode ``fields``, as in
   :func:`network_bound`) in ``log_dir.metrics`` as ``{"step", "bound_per_particle"}``.
   Records from an interrupted run at or after a chunk's step are replaced, so a resumed
-  run's log equals an uninterrupted one's."""
+  run's log equals an uninterrupted one's.
+
+  With ``select_from``, the initial network parameters, it also keeps the best network
+  (:func:`selected_network`): on its first call it logs the initial network as step 0,
+  and whenever a bound exceeds every earlier one it saves that network's parameters
+  (orbax, ``log_dir / "best"``, the newest two bests kept) before logging it. ``fit``
+  runs the callback before the chunk's checkpoint, so a run killed anywhere resumes to
+  the log and the best network of an uninterrupted run."""
   xj = jnp.asarray(x)
   fj = None if fields is None else tuple(jnp.asarray(a, jnp.float32) for a in fields)
 
@@ -423,29 +452,71 @@ def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
     local = network_bound(net, p, params, cfg, xj, fj, features_fn)
     return jnp.mean(jnp.sum(local, axis=1)) / x.shape[2]
 
-  def callback(state, record):
-    value = float(bound(state.params))
+  def log(step, p):
+    value = float(bound(p))
     if not math.isfinite(value):
-      raise FloatingPointError(f"the EPR bound at step {record['step']} is {value}")
-    log_dir.metrics.truncate_after(record["step"] - 1)
-    log_dir.metrics.append(record["step"], bound_per_particle=value)
+      raise FloatingPointError(f"the EPR bound at step {step} is {value}")
+    earlier = [r["bound_per_particle"] for r in log_dir.metrics.records() if r["step"] < step]
+    if select_from is not None and (not earlier or value > max(earlier)):
+      checkpoint.save(log_dir.path / "best", step, p, keep=2)
+    log_dir.metrics.truncate_after(step - 1)
+    log_dir.metrics.append(step, bound_per_particle=value)
+
+  def callback(state, record):
+    if select_from is not None and not any(r["step"] == 0 for r in log_dir.metrics.records()):
+      log(0, select_from)
+    log(record["step"], state.params)
 
   return callback
+
+
+def selected_step(curve) -> int:
+  """The step of the highest bound in ``curve``, ``[(step, bound), ...]`` (the earliest
+  of equal ones): the network :func:`bound_monitor` keeps."""
+  if not len(curve):
+    raise ValueError("curve is empty: no bound was logged")
+  return int(max(curve, key=lambda c: (c[1], -c[0]))[0])
+
+
+def selected_network(log_dir: RunDir, like):
+  """``(step, params)`` of the network with the highest bound in the log of a
+  :func:`bound_monitor` with ``select_from`` (:func:`selected_step`), restored from
+  ``log_dir / "best"`` into the structure of ``like``; raises ``ValueError`` when the log
+  is empty and ``RuntimeError`` when that network was not saved."""
+  step = selected_step([(r["step"], r["bound_per_particle"])
+                        for r in log_dir.metrics.records()])
+  try:
+    return step, checkpoint.restore_step(log_dir.path / "best", step, like)
+  except checkpoint.CheckpointError as e:
+    raise RuntimeError(f"the best network (step {step}) of {log_dir.path} was not saved: "
+                       f"{e}") from None
 
 
 def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run_dir: RunDir,
                 resume: bool, subdir: str = "train", monitor_x: Optional[np.ndarray] = None,
                 features_fn: Optional[Callable] = None,
                 fields: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                monitor_fields: Optional[tuple[np.ndarray, np.ndarray]] = None):
+                monitor_fields: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                select_x: Optional[np.ndarray] = None,
+                select_fields: Optional[tuple[np.ndarray, np.ndarray]] = None):
   """The score network of ``cfg`` trained on ``train_x [B, 2, N, 2]`` (checkpointed under
   ``run_dir / subdir``); ``features_fn`` as in :func:`local_score`. With ``fields = (f
   [B, N, 2], div [B, N])``, the slaved-mode fields of ``train_x``
   (:func:`slaved_mode_fields`; ``monitor_fields`` those of ``monitor_x``), the network
   learns the correction to that score (``shift_slaved``, implicit score matching
-  losses only), starting from it (a zero readout). Returns ``(net, params)``."""
+  losses only), starting from it (a zero readout).
+
+  With validation states ``select_x [V, 2, N, 2]`` (eps = 0; ``select_fields`` their
+  slaved-mode fields), the lower bound per particle on them is logged for the initial
+  network and after each chunk (``run_dir / subdir / "select"``, :func:`bound_monitor`)
+  and the network returned is the one with the highest, not the last: early stopping
+  against over-fitting, which never returns a network below the initial one on those
+  states (with ``fields``, the slaved-mode score). Returns ``(net, params)``."""
+  if select_x is not None and params.epsilon != 0:
+    raise ValueError(f"select_x selects by the eps = 0 bound, got epsilon {params.epsilon}")
   for name, f, x in (("fields", fields, train_x), ("monitor_fields", monitor_fields,
-                                                     monitor_x)):
+                                                     monitor_x),
+                     ("select_fields", select_fields, select_x)):
     if f is None:
       continue
     if cfg.score_loss == "dsm":
@@ -492,16 +563,24 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
     return ism(p, xb, fb, k1) + prod.local_denoising_score_matching_loss(
         score, xb, k2, cfg.dsm_sigma_x, (0,), cfg.query_size)
 
-  callback = None
+  callbacks = []
   if monitor_x is not None and params.epsilon == 0:
-    callback = bound_monitor(net, params, monitor_x, cfg,
-                             RunDir(run_dir.path / subdir / "monitor"), features_fn,
-                             monitor_fields)
+    callbacks.append(bound_monitor(net, params, monitor_x, cfg,
+                                   RunDir(run_dir.path / subdir / "monitor"), features_fn,
+                                   monitor_fields))
+  if select_x is not None:
+    select_dir = RunDir(run_dir.path / subdir / "select")
+    callbacks.append(bound_monitor(net, params, select_x, cfg, select_dir, features_fn,
+                                   select_fields, select_from=init))
   trained = fit_adam_cosine(loss_fn, init, jax.random.key(cfg.seed + 1),
                             num_steps=cfg.train_steps, learning_rate=cfg.learning_rate,
                             batch_fn=batch_fn, run_dir=RunDir(run_dir.path / subdir),
-                            resume=resume, progress=cfg.progress, callback=callback)
-  return net, trained
+                            resume=resume, progress=cfg.progress,
+                            callback=(lambda *a: [c(*a) for c in callbacks]) if callbacks
+                            else None)
+  if select_x is None:
+    return net, trained
+  return net, selected_network(select_dir, init)[1]
 
 
 @functools.lru_cache(maxsize=32)
@@ -716,13 +795,14 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
 
   chains, relaxation = simulate_chains(cfg, params, cfg.n_particles, cfg.chains, "main",
                                        sim_dir, resume)
-  n_held = max(1, int(round(cfg.held_out * cfg.samples_per_chain)))
-  train_x = np.concatenate([c[:-n_held] for c in chains])
+  n_train, n_val, n_held = cfg.split()
+  train_x = np.concatenate([c[:n_train] for c in chains])
+  val_x = np.concatenate([c[n_train:n_train + n_val] for c in chains]) if n_val else None
   test_x = np.concatenate([c[-n_held:] for c in chains])
   lap("simulate_s")
   monitor_x = test_x[:cfg.monitor_states] if cfg.monitor_states else None
   # The slaved-mode score first: the network learns its correction (shift_slaved).
-  slaved_c = train_fields = test_fields = None
+  slaved_c = train_fields = test_fields = val_fields = None
   if _slaved_modes_apply(cfg, params):
     slaved_c = fit_slaved_modes(params, cfg.slaved_mode_degree, train_x, run_dir, resume,
                                 cfg.progress)
@@ -731,20 +811,31 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     if cfg.shift_slaved:
       train_fields = slaved_mode_fields(params, cfg.slaved_mode_degree, slaved_c, train_x,
                                         run_dir, "train", resume, cfg.progress)
+      if n_val:
+        val_fields = slaved_mode_fields(params, cfg.slaved_mode_degree, slaved_c, val_x,
+                                        run_dir, "validation", resume, cfg.progress)
     lap("slaved_modes_s")
   on_slaved = train_fields is not None
   net, net_params = train_score(
       cfg, params, train_x, run_dir, resume, monitor_x=monitor_x, fields=train_fields,
       monitor_fields=(tuple(a[:cfg.monitor_states] for a in test_fields)
-                      if on_slaved and monitor_x is not None else None))
+                      if on_slaved and monitor_x is not None else None),
+      select_x=val_x, select_fields=val_fields)
   lap("train_s")
   baseline = None
   base_cfg = dataclasses.replace(cfg, score_loss="dsm", train_steps=cfg.dsm_baseline_steps,
                                  batch_size=cfg.dsm_baseline_batch_size, shift_slaved=False)
   if cfg.dsm_baseline_steps:
     baseline = train_score(base_cfg, params, train_x, run_dir, resume, subdir="train_dsm",
-                           monitor_x=monitor_x)
+                           monitor_x=monitor_x, select_x=val_x)
     lap("train_dsm_baseline_s")
+  # The validation bound of each network over training, and the step chosen.
+  selection = {}
+  for name, sub in (("main", "train"), ("dsm_baseline", "train_dsm")):
+    curve = [(r["step"], r["bound_per_particle"])
+             for r in RunDir(run_dir.path / sub / "select").metrics.records()] if n_val else []
+    if curve and (sub == "train" or baseline is not None):
+      selection[name] = {"step": selected_step(curve), "curve": [list(c) for c in curve]}
   baseline_rows = {}
 
   def evaluate_baseline(label, p, x):
@@ -856,6 +947,16 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
               "| network | step: bound |", "| --- | --- |"]
     for name, curve in curves.items():
       lines.append(f"| {name} | " + ", ".join(f"{st:,}: {b:.3g}" for st, b in curve) + " |")
+  if selection:
+    lines += ["", f"Lower bound per particle on the {len(val_x)} validation states (the "
+              "samples before each chain's held-out ones, not trained on) at the start and "
+              "after each chunk; the network evaluated above is the one at the step in "
+              "bold (`train_score`'s `select_x`):", "",
+              "| network | step: bound |", "| --- | --- |"]
+    for name, sel in selection.items():
+      lines.append(f"| {name} | " + ", ".join(
+          (f"**{st:,}: {b:.3g}**" if st == sel["step"] else f"{st:,}: {b:.3g}")
+          for st, b in sel["curve"]) + " |")
   start = ("uniform positions, an ideal gas" if cfg.initial_spread is None
            else f"a clump of spread {cfg.initial_spread} L")
   lines += ["", "Relaxation of the main chains (shares of particles with local packing >= 0.7 "
@@ -867,6 +968,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   return {
       "n_particles": cfg.n_particles, "packing_fraction": cfg.packing_fraction,
       "train_samples": int(train_x.shape[0]), "held_out_samples": int(test_x.shape[0]),
+      "validation_samples": 0 if val_x is None else int(val_x.shape[0]),
       "epr_total": round(main["epr_total"], 6),
       "epr_per_particle": main["epr_per_particle"],
       "bound_per_particle": main["bound_per_particle"],
@@ -881,6 +983,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
       "relaxation": relaxation,
       "final_loss": losses[-1] if losses else None,
       "bound_curves": {k: [[st, b] for st, b in v] for k, v in curves.items()} or None,
+      # per network: the step chosen on the validation states, and their bound curve
+      "selection": selection or None,
       # wall-clock seconds of each stage on jax.devices()[0] (a resumed run counts only
       # the work it redid)
       "device": jax.devices()[0].device_kind, "seconds": clock,

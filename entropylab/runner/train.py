@@ -255,8 +255,10 @@ def fit(loss_fn: Callable[..., Any],
   ``num_steps``). After each chunk the mean of each metric over the chunk is logged as
   one record ``{"step": <step at chunk end>, "loss": ..., "grad_norm": ..., **aux}`` in
   ``run_dir.metrics``, and ``callback(state, record)`` is called. With a ``run_dir``,
-  a checkpoint of the :class:`TrainState` is saved in ``run_dir.checkpoint_dir``
-  whenever the step is a multiple of ``checkpoint_every`` and at ``num_steps``.
+  a checkpoint of the :class:`TrainState` is then saved in ``run_dir.checkpoint_dir``
+  whenever the step is a multiple of ``checkpoint_every`` and at ``num_steps`` (after
+  the callback, so that a resumed run has run the callback of every checkpoint it
+  starts from).
 
   With ``resume=True`` the newest valid checkpoint is restored (corrupt ones are
   skipped with a warning), metrics records after its step are dropped, and training
@@ -285,7 +287,8 @@ def fit(loss_fn: Callable[..., Any],
     mesh: optional 1-D ``jax.sharding.Mesh``: batches are split over ``batch_axis``,
       state replicated.
     batch_axis: mesh axis name for the batch.
-    callback: optional ``callback(state, record)`` called on the host after each chunk.
+    callback: optional ``callback(state, record)`` called on the host after each chunk,
+      before its checkpoint; a callback that raises stops the run at the previous one.
 
   Returns:
     ``(state, history)``: the final :class:`TrainState`, and a dict of numpy arrays,
@@ -367,12 +370,15 @@ def fit(loss_fn: Callable[..., Any],
       records.append(record)
       if run_dir is not None and primary:
         run_dir.metrics.append(**record)
+      # The callback runs before the chunk's checkpoint: a run killed in between resumes
+      # from an earlier checkpoint and redoes the chunk with its callback, and a callback
+      # that raises leaves the previous checkpoint the newest.
+      if callback is not None:
+        callback(state, record)
       if run_dir is not None and (step % checkpoint_every == 0 or step == num_steps):
         checkpoint.save(ckpt_dir, step, state, keep=keep)
       bar.update(n)
       bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
-      if callback is not None:
-        callback(state, record)
   finally:
     bar.close()
 

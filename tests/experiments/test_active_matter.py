@@ -7,17 +7,20 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from entropylab import production as prod
 from entropylab.production import active
+from entropylab.runner import checkpoint
+from entropylab.runner import train as train_lib
 from entropylab.runner.rundir import RunDir
 from experiments import active_matter as am
 
 TINY = am.Config(n_particles=40, chains=1, relax_steps=40, sample_every=10, samples_per_chain=8,
                  chunk_steps=40, held_out=0.25, num_neighbors=6, width=16, depth=1,
                  train_steps=20, batch_size=2, query_size=16, map_bins=4, transfer_factor=4,
-                 transfer_packing=(), slaved_mode_degree=1, progress=False)
+                 transfer_packing=(), slaved_mode_degree=1, validation=0.0, progress=False)
 
 
 def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
@@ -192,6 +195,57 @@ def test_slaved_mode_fit_resumes_after_a_kill(tmp_path, monkeypatch):
   np.testing.assert_allclose(resumed, whole, rtol=1e-12, atol=1e-12 * np.abs(whole).max())
 
 
+def test_validation_states_choose_the_best_network_and_resume(tmp_path):
+  """With validation states, ``train_score`` logs the bound on them for the initial
+  network (the slaved-mode score: a zero readout) and after each chunk, and returns the
+  network of the highest, not the last, without changing the training; a run killed
+  after it saved a best network but before logging it resumes to the same choice."""
+  params = am.system(TINY, 40, 0.5)
+  keys = jax.random.split(jax.random.key(4), 9)
+  x = np.stack([np.asarray(active.random_configuration(k, 40, params)) for k in keys])
+  c = am.fit_slaved_modes(params, 1, x[:6], RunDir(tmp_path), False)
+  f, div = am.slaved_mode_fields(params, 1, c, x, RunDir(tmp_path), "all", False)
+  cfg = dataclasses.replace(TINY, learning_rate=1e-3, train_steps=40)
+  run_dir = RunDir(tmp_path / "run")
+
+  def train(resume):
+    return am.train_score(cfg, params, x[:6], run_dir, resume, fields=(f[:6], div[:6]),
+                          select_x=x[6:], select_fields=(f[6:], div[6:]))
+
+  net, chosen = train(False)
+  select = RunDir(run_dir.path / "train" / "select")
+  curve = [(r["step"], r["bound_per_particle"]) for r in select.metrics.records()]
+  assert [st for st, _ in curve] == [0, 10, 20, 30, 40]
+  val_fields = tuple(jnp.asarray(a[6:], jnp.float32) for a in (f, div))
+  bound = lambda p: float(np.mean(np.sum(np.asarray(am.network_bound(
+      net, p, params, cfg, jnp.asarray(x[6:]), val_fields)), axis=1))) / 40
+  slaved = am.evaluate_slaved_modes(params, x[6:], (f[6:], div[6:]))["bound_per_particle"]
+  assert curve[0][1] == pytest.approx(slaved, rel=1e-4)
+  step = am.selected_step(curve)
+  # (on these states the bound rises, then falls: the choice is neither end)
+  assert 0 < step < 40 and curve[step // 10][1] > max(curve[0][1], curve[-1][1])
+  assert bound(chosen) == pytest.approx(curve[step // 10][1], rel=1e-6)
+  # The last network, from the training checkpoint, is the one the curve ends with.
+  init = am.init_network(net, params, cfg, jnp.asarray(x[0]), jax.random.key(cfg.seed))
+  template = train_lib.init_state(init, optax.adam(optax.constant_schedule(1.0)),
+                                  jax.random.key(0))
+  last_step, last = checkpoint.restore(run_dir.path / "train" / "checkpoints",
+                                       template)
+  assert last_step == 40 and bound(last.params) == pytest.approx(curve[-1][1], rel=1e-6)
+  # Killed after saving step 10's network, before logging it or checkpointing the chunk.
+  for stale in (run_dir.path / "train" / "checkpoints").iterdir():
+    stale.unlink() if stale.is_file() else shutil.rmtree(stale)
+  select.metrics.truncate_after(0)
+  _, resumed = train(True)
+  assert [(r["step"], r["bound_per_particle"]) for r in select.metrics.records()] == curve
+  jax.tree.map(np.testing.assert_array_equal, resumed, chosen)
+  shutil.rmtree(select.path / "best")
+  with pytest.raises(RuntimeError, match=f"step {step}"):
+    am.selected_network(select, init)
+  with pytest.raises(ValueError, match="select_fields"):
+    am.train_score(cfg, params, x[:6], run_dir, True, select_fields=(f[6:], div[6:]))
+
+
 def test_divergent_simulation_names_the_step(tmp_path):
   cfg = dataclasses.replace(TINY, dt=1e10, v0=1e30)  # v0 g dt overflows float32
   with pytest.raises(FloatingPointError, match="step"):
@@ -213,6 +267,15 @@ def test_config_validation():
     dataclasses.replace(TINY, query_size=41).validate()
   with pytest.raises(ValueError, match="monitor_states"):
     dataclasses.replace(TINY, monitor_states=-1).validate()
+  with pytest.raises(ValueError, match="validation"):
+    dataclasses.replace(TINY, validation=1.0).validate()
+  with pytest.raises(ValueError, match="validation"):
+    dataclasses.replace(TINY, validation=0.05).validate()      # none of 8 samples
+  with pytest.raises(ValueError, match="no training sample"):
+    dataclasses.replace(TINY, held_out=0.5, validation=0.5).validate()
+  with pytest.raises(ValueError, match="epsilon"):
+    dataclasses.replace(TINY, validation=0.125, epsilon=0.1).validate()
+  assert dataclasses.replace(TINY, validation=0.125).split() == (5, 1, 2)
 
 
 class ZeroNet:
@@ -309,8 +372,17 @@ def test_dsm_baseline_is_the_dsm_training_run_again(tmp_path):
   slaved-mode score: the tiny run covers it)."""
   cfg = dataclasses.replace(TINY, score_loss="dsm", shift_slaved=False, slaved_mode_degree=-1,
                             dsm_baseline_steps=TINY.train_steps,
-                            dsm_baseline_batch_size=TINY.batch_size)
+                            dsm_baseline_batch_size=TINY.batch_size, validation=0.125)
   summary = am.run(cfg, RunDir(tmp_path / "run"))
+  # One validation state per chain, between the training and the held-out ones; each
+  # network is the one of its highest bound on it.
+  assert (summary["train_samples"], summary["validation_samples"],
+          summary["held_out_samples"]) == (5, 1, 2)
+  for name in ("main", "dsm_baseline"):
+    sel = summary["selection"][name]
+    assert [st for st, _ in sel["curve"]] == [0, 5, 10, 15, 20]
+    assert sel["step"] == am.selected_step(sel["curve"])
+  assert summary["selection"]["main"] == summary["selection"]["dsm_baseline"]
   assert set(summary["dsm_baseline"]) == {"trained", "N=160"}
   base = summary["dsm_baseline"]["trained"]
   assert base["epr_per_particle"] == pytest.approx(summary["epr_per_particle"], rel=1e-6)
