@@ -2,14 +2,17 @@
 
 ``python -m benchmarks.velocity_features [--n 256] [--chains 4] [--sim-steps 8000]
 [--steps 300] [--features none velocity [residual harmonic]] [--gamma 1e-4]
-[--start clump|uniform] [--width 64] [--depth 2]
+[--start clump|uniform] [--width 64] [--depth 2] [--validation 0]
 [--tag TAG] [--out DIR]``
 
 ``--chains`` chains (four by default) of the MIPS model (v0 = 0.025, gamma = 1e-4,
 packing 0.5, eps = 0, dt = 0.1) run ``--sim-steps`` steps from the authors' clump (or,
 with ``--start uniform``, from uniform positions); the
 states saved in the second half (every ``sim_steps / 40`` steps) are split per chain
-into 15 training and 5 held-out states. On the same data,
+into 15 training and 5 held-out states; with ``--validation V`` the last V of the 15
+are not trained on (nor used by the slaved-mode fit) but choose each network: the
+training step with the highest bound on them (``train_score``'s ``select_x``, the
+experiment's ``Config.validation``). On the same data,
 ``experiments.active_matter.train_score`` (the LocalTransformer, implicit score matching
 on g with the exact per-particle divergence, ``score_loss = "ism_g_only"``) is trained
 once per ``score_features`` setting: "none", the state alone (the network of earlier
@@ -72,6 +75,8 @@ def parse_args(argv):
   parser.add_argument("--start", choices=["clump", "uniform"], default="clump")
   parser.add_argument("--width", type=int, default=am.Config.width, help="network width")
   parser.add_argument("--depth", type=int, default=am.Config.depth, help="network layers")
+  parser.add_argument("--validation", type=int, default=0,
+                      help="training states per chain that choose the network instead")
   parser.add_argument("--tag", default="", help="suffix of the results file name")
   parser.add_argument("--out", type=Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
@@ -79,14 +84,17 @@ def parse_args(argv):
     parser.error("--sim-steps must be a positive multiple of 40")
   if min(args.n, args.steps, args.chains, args.width, args.depth) < 1:
     parser.error("--n, --steps, --chains, --width and --depth must be positive")
+  if not 0 <= args.validation < 15:
+    parser.error("--validation must lie in [0, 15)")
   if not args.gamma > 0:
     parser.error("--gamma must be positive")
   return args
 
 
 def mips_states(args):
-  """``(train [15 C, 2, N, 2], test [5 C, 2, N, 2], params)`` from ``C = args.chains``
-  chains started from the clump or uniformly (``args.start``)."""
+  """``(train [T C, 2, N, 2], validation [V C, 2, N, 2] or None, test [5 C, 2, N, 2],
+  params)`` from ``C = args.chains`` chains started from the clump or uniformly
+  (``args.start``), ``V = args.validation`` and ``T = 15 - V``."""
   params = active.AOUPParams(v0=0.025, gamma=args.gamma, epsilon=0.0,
                              half_width=active.box_half_width(args.n, 0.5))
   keys = jax.random.split(jax.random.key(0), args.chains)
@@ -96,7 +104,10 @@ def mips_states(args):
   res = active.simulate_aoup(keys, state, params, 0.1, args.sim_steps,
                              save_every=args.sim_steps // 40, max_neighbors=64, max_per_cell=24)
   xs = np.asarray(res.states[:, 20:])                             # [C, 20, 2, N, 2]
-  return (xs[:, :15].reshape(-1, 2, args.n, 2), xs[:, 15:].reshape(-1, 2, args.n, 2), params)
+  t = 15 - args.validation
+  val = xs[:, t:15].reshape(-1, 2, args.n, 2) if args.validation else None
+  return (xs[:, :t].reshape(-1, 2, args.n, 2), val, xs[:, 15:].reshape(-1, 2, args.n, 2),
+          params)
 
 
 def plug_in_rate(score, x, params, fields=None) -> float:
@@ -113,7 +124,7 @@ def plug_in_rate(score, x, params, fields=None) -> float:
 
 
 def measure(args):
-  train, test, params = mips_states(args)
+  train, val, test, params = mips_states(args)
   free, free_train = (float(active.aoup_score_free_entropy_production(
       jnp.asarray(x), params, max_neighbors=64, max_per_cell=24)) / args.n
       for x in (test, train))
@@ -132,11 +143,12 @@ def measure(args):
       run_dir = RunDir(Path(tmp))
       c = am.fit_slaved_modes(params, SLAVED_DEGREE, train, run_dir, False)
       fields = {name: am.slaved_mode_fields(params, SLAVED_DEGREE, c, x, run_dir, name, False)
-                for name, x in (("train", train), ("test", test))}
+                for name, x in (("train", train), ("test", test), ("validation", val))
+                if x is not None}
     fields_seconds = time.perf_counter() - start
   rows = []
   for features in args.features:
-    start = time.perf_counter()
+    start, chosen = time.perf_counter(), None
     if features == "slaved":
       # (the fit and the fields of every state)
       bound_terms = lambda x, name: am.evaluate_slaved_modes(params, x, fields[name])["local"]
@@ -158,9 +170,14 @@ def measure(args):
                                   shift_harmonic=features == "residual",
                                   shift_slaved=on_slaved, score_loss="ism_g_only")
         with tempfile.TemporaryDirectory() as tmp:
-          net, net_params = am.train_score(cfg, params, train, RunDir(Path(tmp) / "run"),
-                                           resume=False,
-                                           fields=fields["train"] if on_slaved else None)
+          net, net_params = am.train_score(
+              cfg, params, train, RunDir(Path(tmp) / "run"), resume=False,
+              fields=fields["train"] if on_slaved else None, select_x=val,
+              select_fields=fields["validation"] if on_slaved and val is not None else None)
+          if val is not None:
+            curve = [(r["step"], r["bound_per_particle"])
+                     for r in RunDir(Path(tmp) / "run" / "train" / "select").metrics.records()]
+            chosen = (am.selected_step(curve), curve)
         per = lambda name: (tuple(jnp.asarray(a, jnp.float32) for a in fields[name])
                             if on_slaved else None)
         bound_terms = lambda x, name: np.asarray(jax.jit(
@@ -178,7 +195,7 @@ def measure(args):
                  "se": float(terms.std() / np.sqrt(len(terms))), "free": free,
                  "train_bound": fitted, "free_train": free_train,
                  "plug_in": plug_in / args.n,
-                 "dense": dense, "seconds": seconds,
+                 "dense": dense, "seconds": seconds, "chosen": chosen,
                  "groups": {k: (float(local[m].mean()), free_groups[k], float(m.mean()))
                             for k, m in groups.items()}})
     print(f"{features}: bound per particle {terms.mean():.4f} ({terms.mean() / free:.1%} of "
@@ -192,8 +209,13 @@ def to_markdown(args, rows) -> str:
       f"- system: N = {args.n}, v0 = 0.025, gamma = {args.gamma:g}, packing 0.5, eps = 0, "
       f"dt = 0.1; {args.chains} chains of {args.sim_steps:,} steps "
       f"({args.sim_steps * 0.1 * args.gamma:g} / gamma) from the {args.start} start; "
-      f"{15 * args.chains} training and {5 * args.chains} held-out states from the second "
-      f"half (dense share {rows[0]['dense']:.3f})",
+      f"{(15 - args.validation) * args.chains} training, "
+      + (f"{args.validation * args.chains} validation " if args.validation else "")
+      + f"and {5 * args.chains} held-out states from the second "
+      f"half (dense share {rows[0]['dense']:.3f})"
+      + ("; each network is the one of its training steps (the start and every quarter) "
+         "with the highest bound on the validation states (step chosen in the last column)"
+         if args.validation else ""),
       f"- network and loss: `active_matter.train_score` (LocalTransformer, "
       f"{cfg.num_neighbors} neighbours, width {args.width}, depth {args.depth}, g-shift, "
       f"implicit score matching on g), {args.steps:,} Adam steps (cosine from "
@@ -218,14 +240,23 @@ def to_markdown(args, rows) -> str:
       "",
       "| score_features | lower bound | standard error | score-free rate | bound / rate | "
       "bound, training states | score-free rate, training states | plug-in rate | "
-      "training seconds |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+      "training seconds |" + (" step chosen |" if args.validation else ""),
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if args.validation else ""),
   ]
   for r in rows:
+    chosen = "-" if r["chosen"] is None else f"{r['chosen'][0]:,}"
     lines.append(f"| {r['features']} | {r['bound']:.4f} | {r['se']:.4f} | {r['free']:.4f} | "
                  f"{r['bound'] / r['free']:.1%} | {r['train_bound']:.4f} | "
                  f"{r['free_train']:.4f} | "
-                 f"{r['plug_in']:.4f} | {r['seconds']:.0f} |")
+                 f"{r['plug_in']:.4f} | {r['seconds']:.0f} |"
+                 + (f" {chosen} |" if args.validation else ""))
+  curves = [(r["features"], r["chosen"][1]) for r in rows if r["chosen"] is not None]
+  if curves:
+    lines += ["", "Lower bound per particle on the validation states, step: bound (the start, "
+              "then after each quarter of the training):", "",
+              "| score_features | validation curve |", "|---|---|"]
+    lines += [f"| {name} | " + ", ".join(f"{st:,}: {b:.4f}" for st, b in curve) + " |"
+              for name, curve in curves]
   lines += ["", "By local packing (`active.packing_groups`): share of particles, and per "
             "particle the lower bound / the score-free rate:", "",
             "| score_features | dilute | intermediate | dense |", "|---|---|---|---|"]

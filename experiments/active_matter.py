@@ -37,7 +37,12 @@ Steps:
    state by denoising score matching (noise ``dsm_sigma_x``, ``dsm_sigma_g``), the
    choice of earlier runs, whose rate at N = 4096 on CPU lies below even the lower
    bound from its own network (``benchmarks/results/active_matter_cpu_n4096.md``). The
-   last ``held_out`` fraction of each chain's samples is kept for evaluation.
+   last ``held_out`` fraction of each chain's samples is kept for evaluation, and the
+   ``validation`` fraction before it is not trained on either: the bound on those states,
+   logged for the initial network and after each chunk (``train/select``), chooses the
+   network that is evaluated (early stopping against over-fitting; with
+   ``shift_slaved`` the initial network is the slaved-mode score, so the choice is never
+   below it on those states).
 3. On held-out samples: the total EPR and its per-particle terms, the lower bound
    ``prod.hypoelliptic_entropy_production_bound`` (valid for any score, equal to the
    rate at the exact score; it needs samples independent of the training data, which
@@ -89,6 +94,7 @@ import dataclasses
 import functools
 import json
 import math
+import shutil
 import time
 import zlib
 from typing import Callable, Mapping, Optional
@@ -514,6 +520,10 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
   states (with ``fields``, the slaved-mode score). Returns ``(net, params)``."""
   if select_x is not None and params.epsilon != 0:
     raise ValueError(f"select_x selects by the eps = 0 bound, got epsilon {params.epsilon}")
+  train_dir = RunDir(run_dir.path / subdir)
+  if not resume and checkpoint.all_steps(train_dir.checkpoint_dir):
+    raise ValueError(f"{train_dir.path} already holds checkpoints; pass resume=True to "
+                     "continue, or use a fresh run_dir")
   for name, f, x in (("fields", fields, train_x), ("monitor_fields", monitor_fields,
                                                      monitor_x),
                      ("select_fields", select_fields, select_x)):
@@ -563,18 +573,21 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
     return ism(p, xb, fb, k1) + prod.local_denoising_score_matching_loss(
         score, xb, k2, cfg.dsm_sigma_x, (0,), cfg.query_size)
 
+  monitor_dir, select_dir = RunDir(train_dir.path / "monitor"), RunDir(train_dir.path / "select")
+  if not resume:  # nothing of an earlier run in this directory is taken as this run's
+    for log_dir in (monitor_dir, select_dir):
+      log_dir.metrics.truncate_after(-1)
+    shutil.rmtree(select_dir.path / "best", ignore_errors=True)
   callbacks = []
   if monitor_x is not None and params.epsilon == 0:
-    callbacks.append(bound_monitor(net, params, monitor_x, cfg,
-                                   RunDir(run_dir.path / subdir / "monitor"), features_fn,
+    callbacks.append(bound_monitor(net, params, monitor_x, cfg, monitor_dir, features_fn,
                                    monitor_fields))
   if select_x is not None:
-    select_dir = RunDir(run_dir.path / subdir / "select")
     callbacks.append(bound_monitor(net, params, select_x, cfg, select_dir, features_fn,
                                    select_fields, select_from=init))
   trained = fit_adam_cosine(loss_fn, init, jax.random.key(cfg.seed + 1),
                             num_steps=cfg.train_steps, learning_rate=cfg.learning_rate,
-                            batch_fn=batch_fn, run_dir=RunDir(run_dir.path / subdir),
+                            batch_fn=batch_fn, run_dir=train_dir,
                             resume=resume, progress=cfg.progress,
                             callback=(lambda *a: [c(*a) for c in callbacks]) if callbacks
                             else None)

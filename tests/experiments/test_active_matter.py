@@ -239,6 +239,10 @@ def test_validation_states_choose_the_best_network_and_resume(tmp_path):
   _, resumed = train(True)
   assert [(r["step"], r["bound_per_particle"]) for r in select.metrics.records()] == curve
   jax.tree.map(np.testing.assert_array_equal, resumed, chosen)
+  # A fresh run into the same directory is refused before it touches the logs.
+  with pytest.raises(ValueError, match="already holds checkpoints"):
+    train(False)
+  assert [(r["step"], r["bound_per_particle"]) for r in select.metrics.records()] == curve
   shutil.rmtree(select.path / "best")
   with pytest.raises(RuntimeError, match=f"step {step}"):
     am.selected_network(select, init)
