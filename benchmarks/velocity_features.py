@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.velocity_features [--n 256] [--chains 4] [--sim-steps 8000]
 [--steps 300] [--features none velocity [residual harmonic]] [--gamma 1e-4]
-[--start clump|uniform] [--width 64] [--depth 2] [--validation 0]
+[--start clump|uniform] [--width 64] [--depth 2] [--learning-rate 1e-3] [--validation 0]
 [--tag TAG] [--out DIR]``
 
 ``--chains`` chains (four by default) of the MIPS model (v0 = 0.025, gamma = 1e-4,
@@ -75,6 +75,8 @@ def parse_args(argv):
   parser.add_argument("--start", choices=["clump", "uniform"], default="clump")
   parser.add_argument("--width", type=int, default=am.Config.width, help="network width")
   parser.add_argument("--depth", type=int, default=am.Config.depth, help="network layers")
+  parser.add_argument("--learning-rate", type=float, default=am.Config.learning_rate,
+                      help="Adam's initial rate (cosine decay)")
   parser.add_argument("--validation", type=int, default=0,
                       help="training states per chain that choose the network instead")
   parser.add_argument("--tag", default="", help="suffix of the results file name")
@@ -86,8 +88,8 @@ def parse_args(argv):
     parser.error("--n, --steps, --chains, --width and --depth must be positive")
   if not 0 <= args.validation < 15:
     parser.error("--validation must lie in [0, 15)")
-  if not args.gamma > 0:
-    parser.error("--gamma must be positive")
+  if not (args.gamma > 0 and args.learning_rate > 0):
+    parser.error("--gamma and --learning-rate must be positive")
   return args
 
 
@@ -164,6 +166,7 @@ def measure(args):
       else:
         on_slaved = features == "on_slaved"
         cfg = dataclasses.replace(am.Config(), n_particles=args.n, train_steps=args.steps,
+                                  learning_rate=args.learning_rate,
                                   width=args.width, depth=args.depth,
                                   batch_size=8, query_size=args.n, progress=False,
                                   score_features="none" if features == "none" else "velocity",
@@ -219,7 +222,7 @@ def to_markdown(args, rows) -> str:
       f"- network and loss: `active_matter.train_score` (LocalTransformer, "
       f"{cfg.num_neighbors} neighbours, width {args.width}, depth {args.depth}, g-shift, "
       f"implicit score matching on g), {args.steps:,} Adam steps (cosine from "
-      f"{cfg.learning_rate:g}), batch 8 states, all particles queried"
+      f"{args.learning_rate:g}), batch 8 states, all particles queried"
       + ("; residual: the same on top of the harmonic score (`shift_harmonic`, in place "
          "of the g-shift)" if "residual" in args.features else "")
       + ("; harmonic: `active.harmonic_self_propulsion_score`, no parameters and no "
