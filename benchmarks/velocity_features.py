@@ -178,8 +178,7 @@ def measure(args):
               fields=fields["train"] if on_slaved else None, select_x=val,
               select_fields=fields["validation"] if on_slaved and val is not None else None)
           if val is not None:
-            curve = [(r["step"], r["bound_per_particle"])
-                     for r in RunDir(Path(tmp) / "run" / "train" / "select").metrics.records()]
+            curve = am.bound_curve(RunDir(Path(tmp) / "run" / "train" / "select"))
             chosen = (am.selected_step(curve), curve)
         per = lambda name: (tuple(jnp.asarray(a, jnp.float32) for a in fields[name])
                             if on_slaved else None)

@@ -462,18 +462,24 @@ def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
     value = float(bound(p))
     if not math.isfinite(value):
       raise FloatingPointError(f"the EPR bound at step {step} is {value}")
-    earlier = [r["bound_per_particle"] for r in log_dir.metrics.records() if r["step"] < step]
+    earlier = [b for st, b in bound_curve(log_dir) if st < step]
     if select_from is not None and (not earlier or value > max(earlier)):
       checkpoint.save(log_dir.path / "best", step, p, keep=2)
     log_dir.metrics.truncate_after(step - 1)
     log_dir.metrics.append(step, bound_per_particle=value)
 
   def callback(state, record):
-    if select_from is not None and not any(r["step"] == 0 for r in log_dir.metrics.records()):
+    if select_from is not None and not any(st == 0 for st, _ in bound_curve(log_dir)):
       log(0, select_from)
     log(record["step"], state.params)
 
   return callback
+
+
+def bound_curve(log_dir: RunDir) -> list[tuple[int, float]]:
+  """``[(step, bound per particle), ...]`` logged by a :func:`bound_monitor` in
+  ``log_dir`` (nats per unit time per particle), in step order; empty if none."""
+  return [(r["step"], r["bound_per_particle"]) for r in log_dir.metrics.records()]
 
 
 def selected_step(curve) -> int:
@@ -489,8 +495,7 @@ def selected_network(log_dir: RunDir, like):
   :func:`bound_monitor` with ``select_from`` (:func:`selected_step`), restored from
   ``log_dir / "best"`` into the structure of ``like``; raises ``ValueError`` when the log
   is empty and ``RuntimeError`` when that network was not saved."""
-  step = selected_step([(r["step"], r["bound_per_particle"])
-                        for r in log_dir.metrics.records()])
+  step = selected_step(bound_curve(log_dir))
   try:
     return step, checkpoint.restore_step(log_dir.path / "best", step, like)
   except checkpoint.CheckpointError as e:
@@ -845,8 +850,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   # The validation bound of each network over training, and the step chosen.
   selection = {}
   for name, sub in (("main", "train"), ("dsm_baseline", "train_dsm")):
-    curve = [(r["step"], r["bound_per_particle"])
-             for r in RunDir(run_dir.path / sub / "select").metrics.records()] if n_val else []
+    curve = bound_curve(RunDir(run_dir.path / sub / "select")) if n_val else []
     if curve and (sub == "train" or baseline is not None):
       selection[name] = {"step": selected_step(curve), "curve": [list(c) for c in curve]}
   baseline_rows = {}
@@ -864,8 +868,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   lap("evaluate_s")
   records = list(RunDir(run_dir.path / "train").metrics.records())
   losses = [r["loss"] for r in records]
-  curves = {name: [(r["step"], r["bound_per_particle"])
-                   for r in RunDir(run_dir.path / sub / "monitor").metrics.records()]
+  curves = {name: bound_curve(RunDir(run_dir.path / sub / "monitor"))
             for name, sub in (("main", "train"), ("dsm_baseline", "train_dsm"))
             if monitor_x is not None and params.epsilon == 0
             and (sub == "train" or baseline is not None)}

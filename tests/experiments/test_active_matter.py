@@ -214,7 +214,7 @@ def test_validation_states_choose_the_best_network_and_resume(tmp_path):
 
   net, chosen = train(False)
   select = RunDir(run_dir.path / "train" / "select")
-  curve = [(r["step"], r["bound_per_particle"]) for r in select.metrics.records()]
+  curve = am.bound_curve(select)
   assert [st for st, _ in curve] == [0, 10, 20, 30, 40]
   val_fields = tuple(jnp.asarray(a[6:], jnp.float32) for a in (f, div))
   bound = lambda p: float(np.mean(np.sum(np.asarray(am.network_bound(
@@ -237,12 +237,12 @@ def test_validation_states_choose_the_best_network_and_resume(tmp_path):
     stale.unlink() if stale.is_file() else shutil.rmtree(stale)
   select.metrics.truncate_after(0)
   _, resumed = train(True)
-  assert [(r["step"], r["bound_per_particle"]) for r in select.metrics.records()] == curve
+  assert am.bound_curve(select) == curve
   jax.tree.map(np.testing.assert_array_equal, resumed, chosen)
   # A fresh run into the same directory is refused before it touches the logs.
   with pytest.raises(ValueError, match="already holds checkpoints"):
     train(False)
-  assert [(r["step"], r["bound_per_particle"]) for r in select.metrics.records()] == curve
+  assert am.bound_curve(select) == curve
   shutil.rmtree(select.path / "best")
   with pytest.raises(RuntimeError, match=f"step {step}"):
     am.selected_network(select, init)

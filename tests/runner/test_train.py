@@ -81,6 +81,33 @@ def test_fit_partial_last_chunk_and_checkpoint_every(tmp_path):
   assert checkpoint.all_steps(tmp_path / "checkpoints") == [50, 100, 110]
 
 
+def test_callback_runs_before_the_checkpoint_of_its_chunk(tmp_path):
+  """A callback sees each chunk before its checkpoint is written: when it raises at step
+  60 the newest checkpoint is step 40's, and a resumed run redoes step 60 (calling the
+  callback there again) and ends with the parameters of an uninterrupted run."""
+  params, optimizer, loss_fn, batch_fn, key = _train_script.make_problem(seed=1)
+  kwargs = dict(num_steps=100, batch_fn=batch_fn, chunk_size=20, progress=False)
+  ref, _ = train.fit(loss_fn, params, optimizer, key, **kwargs)
+  seen = []
+
+  def stop_at_60(state, record):
+    seen.append(record["step"])
+    if record["step"] == 60:
+      raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    train.fit(loss_fn, params, optimizer, key, run_dir=tmp_path, callback=stop_at_60,
+              **kwargs)
+  assert seen == [20, 40, 60]
+  assert _complete_steps(RunDir(tmp_path).checkpoint_dir)[-1] == 40
+  seen.clear()
+  state, _ = train.fit(loss_fn, params, optimizer, key, run_dir=tmp_path, resume=True,
+                       callback=lambda st, rec: seen.append(rec["step"]), **kwargs)
+  assert seen == [60, 80, 100]
+  _assert_same_params(_train_script.flat_params(state.params),
+                      _train_script.flat_params(ref.params))
+
+
 def test_fit_accepts_plain_scalar_loss_and_raw_key():
   params, optimizer, loss_fn, batch_fn, _ = _train_script.make_problem(seed=2)
   state, history = train.fit(lambda p, b: loss_fn(p, b)[0], params, optimizer,
