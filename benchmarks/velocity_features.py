@@ -3,7 +3,7 @@
 ``python -m benchmarks.velocity_features [--n 256] [--chains 4] [--sim-steps 8000]
 [--steps 300] [--features none velocity [residual harmonic]] [--gamma 1e-4]
 [--start clump|uniform] [--width 64] [--depth 2] [--learning-rate 1e-3] [--validation 0]
-[--tag TAG] [--out DIR]``
+[--correction-penalty 0 [1 ...]] [--tag TAG] [--out DIR]``
 
 ``--chains`` chains (four by default) of the MIPS model (v0 = 0.025, gamma = 1e-4,
 packing 0.5, eps = 0, dt = 0.1) run ``--sim-steps`` steps from the authors' clump (or,
@@ -25,7 +25,9 @@ harmonic forces, a baseline for what the network adds; "residual" trains the
 nothing either: the experiment's slaved-mode score (``active.local_slaved_mode_basis``,
 degree ``Config.slaved_mode_degree``, fitted in closed form on the training states,
 ``active_matter.fit_slaved_modes``); "on_slaved" trains the "velocity" network as a
-correction to it (``shift_slaved``, the experiment's default). The table gives the
+correction to it (``shift_slaved``, the experiment's default), once per
+``--correction-penalty`` lambda (``Config.correction_penalty``: a ridge term that pulls
+the network toward the slaved-mode score; a row "on_slaved, lambda=L" each). The table gives the
 lower bound ``prod.hypoelliptic_entropy_production_bound`` on the held-out states
 against the rate
 from the same states without any score (``active.aoup_score_free_entropy_production``),
@@ -79,6 +81,8 @@ def parse_args(argv):
                       help="Adam's initial rate (cosine decay)")
   parser.add_argument("--validation", type=int, default=0,
                       help="training states per chain that choose the network instead")
+  parser.add_argument("--correction-penalty", type=float, nargs="+", default=[0.0],
+                      help="lambdas of the on_slaved network's ridge penalty, one row each")
   parser.add_argument("--tag", default="", help="suffix of the results file name")
   parser.add_argument("--out", type=Path, default=RESULTS_DIR)
   args = parser.parse_args(argv)
@@ -88,6 +92,8 @@ def parse_args(argv):
     parser.error("--n, --steps, --chains, --width and --depth must be positive")
   if not 0 <= args.validation < 15:
     parser.error("--validation must lie in [0, 15)")
+  if min(args.correction_penalty) < 0:
+    parser.error("--correction-penalty must be >= 0")
   if not (args.gamma > 0 and args.learning_rate > 0):
     parser.error("--gamma and --learning-rate must be positive")
   return args
@@ -149,7 +155,10 @@ def measure(args):
                 if x is not None}
     fields_seconds = time.perf_counter() - start
   rows = []
-  for features in args.features:
+  runs = [(f, lam) for f in args.features
+          for lam in (args.correction_penalty if f == "on_slaved" else [0.0])]
+  for features, lam in runs:
+    label = f"{features}, lambda={lam:g}" if lam else features
     start, chosen = time.perf_counter(), None
     if features == "slaved":
       # (the fit and the fields of every state)
@@ -171,7 +180,8 @@ def measure(args):
                                   batch_size=8, query_size=args.n, progress=False,
                                   score_features="none" if features == "none" else "velocity",
                                   shift_harmonic=features == "residual",
-                                  shift_slaved=on_slaved, score_loss="ism_g_only")
+                                  shift_slaved=on_slaved, score_loss="ism_g_only",
+                                  correction_penalty=lam)
         with tempfile.TemporaryDirectory() as tmp:
           net, net_params = am.train_score(
               cfg, params, train, RunDir(Path(tmp) / "run"), resume=False,
@@ -193,14 +203,14 @@ def measure(args):
     # The same bound on the training states: far above the held-out one, the network
     # has fitted its few configurations rather than the score.
     fitted = float(bound_terms(train, "train").sum(axis=1).mean()) / args.n
-    rows.append({"features": features, "bound": float(terms.mean()),
+    rows.append({"features": label, "bound": float(terms.mean()),
                  "se": float(terms.std() / np.sqrt(len(terms))), "free": free,
                  "train_bound": fitted, "free_train": free_train,
                  "plug_in": plug_in / args.n,
                  "dense": dense, "seconds": seconds, "chosen": chosen,
                  "groups": {k: (float(local[m].mean()), free_groups[k], float(m.mean()))
                             for k, m in groups.items()}})
-    print(f"{features}: bound per particle {terms.mean():.4f} ({terms.mean() / free:.1%} of "
+    print(f"{label}: bound per particle {terms.mean():.4f} ({terms.mean() / free:.1%} of "
           f"the score-free rate), {seconds:.0f} s", flush=True)
   return rows
 
@@ -231,7 +241,10 @@ def to_markdown(args, rows) -> str:
          "training states; its seconds are the fit's and the fields')"
          if "slaved" in args.features else "")
       + ("; on_slaved: the velocity network trained as a correction to that score "
-         "(`shift_slaved`, zero readout)" if "on_slaved" in args.features else ""),
+         "(`shift_slaved`, zero readout)" if "on_slaved" in args.features else "")
+      + ("; on_slaved, lambda=L: the same with the ridge penalty (L / 2) E sum_i |NN_g,i / "
+         "sqrt(gamma)|^2 on its correction (`correction_penalty`)"
+         if "on_slaved" in args.features and max(args.correction_penalty) > 0 else ""),
       "- columns (nats per unit time per particle): the lower bound "
       "(`hypoelliptic_entropy_production_bound`, held-out states, with its standard error "
       "over states) and the rate of the same states without a score "

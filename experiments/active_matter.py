@@ -187,6 +187,12 @@ class Config:
   # slaved-mode field of the state (fitted before training and evaluated once per
   # state, `slaved_mode_fields`), so a zero network has the slaved-mode bound.
   shift_slaved: bool = True
+  # With shift_slaved: lambda of a penalty (lambda / 2) E sum_i |s_g,i - (f_i - g_i)|^2
+  # = (lambda / 2) E sum_i |NN_g,i / sqrt(gamma)|^2 added to the implicit score matching
+  # loss (on query_size random particles per state), which pulls the network toward the
+  # slaved-mode score: where a free s would move to the score s*, the penalised one moves
+  # to (s* + lambda (f - g)) / (1 + lambda). 0: none.
+  correction_penalty: float = 0.0
   transfer_factor: int = 4
   transfer_packing: tuple[float, ...] = (0.3, 0.7)
   seed: int = 0
@@ -230,6 +236,13 @@ class Config:
                        "shift_harmonic and an implicit score matching loss, got "
                        f"slaved_mode_degree={self.slaved_mode_degree}, shift_g={self.shift_g}"
                        f", shift_harmonic={self.shift_harmonic}, score_loss={self.score_loss!r}")
+    if not (math.isfinite(self.correction_penalty) and self.correction_penalty >= 0):
+      raise ValueError(f"correction_penalty must be a finite number >= 0, got "
+                       f"{self.correction_penalty}")
+    if self.correction_penalty and (not self.shift_slaved or self.epsilon != 0):
+      raise ValueError("correction_penalty pulls toward the slaved-mode score and needs "
+                       f"shift_slaved and epsilon 0, got shift_slaved={self.shift_slaved}, "
+                       f"epsilon={self.epsilon}")
     if self.score_loss not in ("ism_g", "ism_g_only", "dsm"):
       raise ValueError("score_loss must be 'ism_g', 'ism_g_only' or 'dsm', got "
                        f"{self.score_loss!r}")
@@ -503,6 +516,61 @@ def selected_network(log_dir: RunDir, like):
                        f"{e}") from None
 
 
+def score_loss(net, params: active.AOUPParams, cfg: Config,
+               features_fn: Optional[Callable] = None) -> Callable:
+  """``loss(net_params, x [B, 2, N, 2], fields, key) -> []``: the training loss of
+  ``cfg.score_loss`` for :func:`local_score`'s form of ``net``, per state (in units of
+  inverse squared g for the implicit score matching terms). ``fields = (f [B,
+  N, 2], div [B, N])`` are the states' slaved-mode fields (``shift_slaved``) or ``None``.
+
+  "ism_g_only": ``prod.local_implicit_score_matching_loss`` on g (Hyvarinen 2005; the
+  term the hypoelliptic rate of Boffi & Vanden-Eijnden, PNAS 2024, needs); "ism_g" adds
+  antithetic denoising score matching of the positions (noise ``dsm_sigma_x``), which the
+  slaved-mode field, a g-part, does not touch; "dsm": denoising score matching of the
+  whole state. Each implicit term is on ``query_size`` random particles per state. With
+  fields and ``correction_penalty = lambda > 0`` the loss adds ``(lambda / 2) (N / M)
+  sum_{i in Q} |s_g,i - (f_i - g_i)|^2`` on another ``M = query_size`` random particles
+  ``Q``: a ridge penalty on the network's correction to the slaved-mode score."""
+  sigma = jnp.array([cfg.dsm_sigma_x, cfg.dsm_sigma_g]).reshape(2, 1, 1)
+  lam = cfg.correction_penalty
+
+  def ism(p, xb, fb, k):
+    if fb is None:
+      score = local_score(net, p, params, cfg, features_fn)
+      return prod.local_implicit_score_matching_loss(score, xb, (1,), cfg.query_size, k)
+
+    def one(z, f, div, kk):
+      score = local_score(net, p, params, cfg, features_fn, (f, div))
+      if not lam:
+        return prod.local_implicit_score_matching_loss(score, z[None], (1,), cfg.query_size,
+                                                       kk)
+      k1, k2 = jax.random.split(kk)
+      n = z.shape[1]
+      q = jax.random.choice(k2, n, (cfg.query_size,), replace=False)
+      correction = score(z, q)[1] - (f[q] - z[1][q])
+      return (prod.local_implicit_score_matching_loss(score, z[None], (1,), cfg.query_size,
+                                                      k1)
+              + 0.5 * lam * (n / cfg.query_size) * jnp.sum(correction ** 2))
+
+    return jnp.mean(jax.vmap(one)(xb, *fb, jax.random.split(k, xb.shape[0])))
+
+  def loss(p, xb, fb, k):
+    # Noisy positions are folded back into the box before the network sees them.
+    if cfg.score_loss == "dsm":
+      return prod.denoising_score_matching_loss(score_function(net, p, params, cfg,
+                                                               features_fn),
+                                                xb, k, sigma)
+    if cfg.score_loss == "ism_g_only":
+      return ism(p, xb, fb, k)
+    k1, k2 = jax.random.split(k)
+    # The position part is unaffected by the slaved-mode field (a g-part).
+    score = local_score(net, p, params, cfg, features_fn)
+    return ism(p, xb, fb, k1) + prod.local_denoising_score_matching_loss(
+        score, xb, k2, cfg.dsm_sigma_x, (0,), cfg.query_size)
+
+  return loss
+
+
 def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run_dir: RunDir,
                 resume: bool, subdir: str = "train", monitor_x: Optional[np.ndarray] = None,
                 features_fn: Optional[Callable] = None,
@@ -515,7 +583,8 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
   [B, N, 2], div [B, N])``, the slaved-mode fields of ``train_x``
   (:func:`slaved_mode_fields`; ``monitor_fields`` those of ``monitor_x``), the network
   learns the correction to that score (``shift_slaved``, implicit score matching
-  losses only), starting from it (a zero readout).
+  losses only), starting from it (a zero readout); the loss is :func:`score_loss`'s,
+  with ``cfg.correction_penalty``'s ridge term on that correction.
 
   With validation states ``select_x [V, 2, N, 2]`` (eps = 0; ``select_fields`` their
   slaved-mode fields), the lower bound per particle on them is logged for the initial
@@ -540,11 +609,13 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
                                                         + np.shape(x)[2:3]):
       raise ValueError(f"{name} must be (f [B, N, 2], div [B, N]) of its states, got shapes "
                        f"{tuple(np.shape(a) for a in f)}")
+  if cfg.correction_penalty and fields is None:
+    raise ValueError(f"correction_penalty ({cfg.correction_penalty}) needs the slaved-mode "
+                     "fields of train_x")
   net = LocalTransformer(num_neighbors=cfg.num_neighbors, width=cfg.width, depth=cfg.depth,
                          zero_readout=fields is not None)
   xj = jnp.asarray(train_x)
   init = init_network(net, params, cfg, xj[0], jax.random.key(cfg.seed))
-  sigma = jnp.array([cfg.dsm_sigma_x, cfg.dsm_sigma_g]).reshape(2, 1, 1)
   fj = None if fields is None else tuple(jnp.asarray(a, jnp.float32) for a in fields)
 
   def batch_fn(k, step):
@@ -552,31 +623,8 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
     i = jax.random.randint(k1, (cfg.batch_size,), 0, xj.shape[0])
     return xj[i], None if fj is None else (fj[0][i], fj[1][i]), k2
 
-  def ism(p, xb, fb, k):
-    if fb is None:
-      score = local_score(net, p, params, cfg, features_fn)
-      return prod.local_implicit_score_matching_loss(score, xb, (1,), cfg.query_size, k)
-
-    def one(z, f, div, kk):
-      score = local_score(net, p, params, cfg, features_fn, (f, div))
-      return prod.local_implicit_score_matching_loss(score, z[None], (1,), cfg.query_size, kk)
-
-    return jnp.mean(jax.vmap(one)(xb, *fb, jax.random.split(k, xb.shape[0])))
-
-  def loss_fn(p, batch):
-    xb, fb, k = batch
-    # Noisy positions are folded back into the box before the network sees them.
-    if cfg.score_loss == "dsm":
-      return prod.denoising_score_matching_loss(score_function(net, p, params, cfg,
-                                                               features_fn),
-                                                xb, k, sigma)
-    if cfg.score_loss == "ism_g_only":
-      return ism(p, xb, fb, k)
-    k1, k2 = jax.random.split(k)
-    # The position part is unaffected by the slaved-mode field (a g-part).
-    score = local_score(net, p, params, cfg, features_fn)
-    return ism(p, xb, fb, k1) + prod.local_denoising_score_matching_loss(
-        score, xb, k2, cfg.dsm_sigma_x, (0,), cfg.query_size)
+  loss = score_loss(net, params, cfg, features_fn)
+  loss_fn = lambda p, batch: loss(p, *batch)
 
   monitor_dir, select_dir = RunDir(train_dir.path / "monitor"), RunDir(train_dir.path / "select")
   if not resume:  # nothing of an earlier run in this directory is taken as this run's
@@ -842,7 +890,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   lap("train_s")
   baseline = None
   base_cfg = dataclasses.replace(cfg, score_loss="dsm", train_steps=cfg.dsm_baseline_steps,
-                                 batch_size=cfg.dsm_baseline_batch_size, shift_slaved=False)
+                                 batch_size=cfg.dsm_baseline_batch_size, shift_slaved=False,
+                                 correction_penalty=0.0)
   if cfg.dsm_baseline_steps:
     baseline = train_score(base_cfg, params, train_x, run_dir, resume, subdir="train_dsm",
                            monitor_x=monitor_x, select_x=val_x)

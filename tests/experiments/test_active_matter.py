@@ -396,3 +396,51 @@ def test_dsm_baseline_is_the_dsm_training_run_again(tmp_path):
                                                         abs=1e-4)
   np.testing.assert_allclose(summary["bound_curves"]["dsm_baseline"],
                              summary["bound_curves"]["main"], rtol=1e-6)
+
+
+def test_correction_penalty_is_a_ridge_term_on_the_network_output(tmp_path):
+  """With ``correction_penalty = lambda`` the loss is the implicit score matching loss
+  plus (lambda / 2) E sum_i |NN_g,i / sqrt(gamma)|^2, the network's own g output
+  (``net.apply`` directly, velocity features from ``active.velocity_features``): zero for
+  a zero output, and the option's conflicts are refused."""
+  params = am.system(TINY, 40, 0.5)
+  keys = jax.random.split(jax.random.key(4), 3)
+  x = jnp.stack([active.random_configuration(k, 40, params) for k in keys])
+  f = 3.0 * jax.random.normal(jax.random.key(5), (3, 40, 2))
+  div = jax.random.normal(jax.random.key(6), (3, 40))
+  cfg = dataclasses.replace(TINY, score_loss="ism_g_only", query_size=40)   # every particle
+  lam = 2.5
+  net = am.LocalTransformer(num_neighbors=cfg.num_neighbors, width=cfg.width, depth=cfg.depth)
+  net_params = am.init_network(net, params, cfg, x[0], jax.random.key(7))
+  key = jax.random.key(8)
+  plain, penalised = (jax.jit(am.score_loss(net, params, dataclasses.replace(cfg,
+                                                                            correction_penalty=l)))
+                      for l in (0.0, lam))
+  cut = active.interaction_cutoff(params)
+
+  def nn_g(z):
+    z = z.at[0].set(active.wrap_positions(z[0], params.half_width))
+    nb = active.neighbor_list(z[0], params, cut, cfg.max_neighbors, cfg.max_per_cell)
+    v = active.velocity_features(z, params, nb)
+    return net.apply(net_params, z, params.half_width, None, None, v.velocity,
+                     jnp.concatenate([v.velocity, v.acceleration], -1))[1]
+
+  ridge = np.mean(np.sum(np.asarray(jax.jit(jax.vmap(nn_g))(x), np.float64) ** 2, axis=(1, 2))
+                  / params.gamma)
+  assert ridge > 1.0
+  base = float(plain(net_params, x, (f, div), key))
+  got = float(penalised(net_params, x, (f, div), key))
+  assert got - base == pytest.approx(0.5 * lam * ridge, rel=1e-4)
+  # A zero output (all parameters 0, as the zero-readout start's readout) is the
+  # slaved-mode score: no penalty.
+  zero = jax.tree.map(jnp.zeros_like, net_params)
+  assert float(penalised(zero, x, (f, div), key)) == pytest.approx(
+      float(plain(zero, x, (f, div), key)), rel=1e-6)
+  for bad in (dict(correction_penalty=-1.0), dict(correction_penalty=float("nan")),
+              dict(correction_penalty=1.0, shift_slaved=False),
+              dict(correction_penalty=1.0, epsilon=0.1)):
+    with pytest.raises(ValueError, match="correction_penalty"):
+      dataclasses.replace(TINY, **bad).validate()
+  with pytest.raises(ValueError, match="correction_penalty"):
+    am.train_score(dataclasses.replace(TINY, correction_penalty=1.0), params, np.asarray(x),
+                   RunDir(tmp_path), False)
