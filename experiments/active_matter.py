@@ -516,12 +516,12 @@ def selected_network(log_dir: RunDir, like):
                        f"{e}") from None
 
 
-def score_loss(net, params: active.AOUPParams, cfg: Config,
-               features_fn: Optional[Callable] = None) -> Callable:
+def training_loss(net, params: active.AOUPParams, cfg: Config,
+                  features_fn: Optional[Callable] = None) -> Callable:
   """``loss(net_params, x [B, 2, N, 2], fields, key) -> []``: the training loss of
   ``cfg.score_loss`` for :func:`local_score`'s form of ``net``, per state (in units of
-  inverse squared g for the implicit score matching terms). ``fields = (f [B,
-  N, 2], div [B, N])`` are the states' slaved-mode fields (``shift_slaved``) or ``None``.
+  inverse squared g for the implicit score matching terms). ``fields = (f [B, N, 2],
+  div [B, N])`` are the states' slaved-mode fields (``shift_slaved``) or ``None``.
 
   "ism_g_only": ``prod.local_implicit_score_matching_loss`` on g (Hyvarinen 2005; the
   term the hypoelliptic rate of Boffi & Vanden-Eijnden, PNAS 2024, needs); "ism_g" adds
@@ -583,7 +583,7 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
   [B, N, 2], div [B, N])``, the slaved-mode fields of ``train_x``
   (:func:`slaved_mode_fields`; ``monitor_fields`` those of ``monitor_x``), the network
   learns the correction to that score (``shift_slaved``, implicit score matching
-  losses only), starting from it (a zero readout); the loss is :func:`score_loss`'s,
+  losses only), starting from it (a zero readout); the loss is :func:`training_loss`'s,
   with ``cfg.correction_penalty``'s ridge term on that correction.
 
   With validation states ``select_x [V, 2, N, 2]`` (eps = 0; ``select_fields`` their
@@ -623,7 +623,7 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
     i = jax.random.randint(k1, (cfg.batch_size,), 0, xj.shape[0])
     return xj[i], None if fj is None else (fj[0][i], fj[1][i]), k2
 
-  loss = score_loss(net, params, cfg, features_fn)
+  loss = training_loss(net, params, cfg, features_fn)
   loss_fn = lambda p, batch: loss(p, *batch)
 
   monitor_dir, select_dir = RunDir(train_dir.path / "monitor"), RunDir(train_dir.path / "select")

@@ -413,9 +413,8 @@ def test_correction_penalty_is_a_ridge_term_on_the_network_output(tmp_path):
   net = am.LocalTransformer(num_neighbors=cfg.num_neighbors, width=cfg.width, depth=cfg.depth)
   net_params = am.init_network(net, params, cfg, x[0], jax.random.key(7))
   key = jax.random.key(8)
-  plain, penalised = (jax.jit(am.score_loss(net, params, dataclasses.replace(cfg,
-                                                                            correction_penalty=l)))
-                      for l in (0.0, lam))
+  plain, penalised = (jax.jit(am.training_loss(
+      net, params, dataclasses.replace(cfg, correction_penalty=l))) for l in (0.0, lam))
   cut = active.interaction_cutoff(params)
 
   def nn_g(z):
