@@ -3,7 +3,7 @@
 ``python -m benchmarks.velocity_features [--n 256] [--chains 4] [--sim-steps 8000]
 [--steps 300] [--features none velocity [residual harmonic]] [--gamma 1e-4]
 [--start clump|uniform] [--width 64] [--depth 2] [--learning-rate 1e-3] [--validation 0]
-[--correction-penalty 0 [1 ...]] [--tag TAG] [--out DIR]``
+[--selection-margin 2] [--correction-penalty 0 [1 ...]] [--tag TAG] [--out DIR]``
 
 ``--chains`` chains (four by default) of the MIPS model (v0 = 0.025, gamma = 1e-4,
 packing 0.5, eps = 0, dt = 0.1) run ``--sim-steps`` steps from the authors' clump (or,
@@ -12,9 +12,11 @@ states saved in the second half (every ``sim_steps / 40`` steps) are split per c
 into 15 training and 5 held-out states; with ``--validation V`` the last V of the 15
 are not trained on (nor used by the slaved-mode fit) but choose each network: the
 training step with the highest bound on them (``train_score``'s ``select_x``, the
-experiment's ``Config.validation``). On the same data,
-``experiments.active_matter.train_score`` (the LocalTransformer, implicit score matching
-on g with the exact per-particle divergence, ``score_loss = "ism_g_only"``) is trained
+experiment's ``Config.validation``) among the start and the steps whose gain over it
+exceeds ``--selection-margin`` paired standard errors (``Config.selection_margin``).
+On the same data, ``experiments.active_matter.train_score`` (the LocalTransformer,
+implicit score matching on g with the exact per-particle divergence, ``score_loss =
+"ism_g_only"``) is trained
 once per ``score_features`` setting: "none", the state alone (the network of earlier
 runs), and "velocity", which adds ``active.velocity_features`` (each particle's scaled
 velocity, and for its own output the velocity's derivative along the position flow;
@@ -81,6 +83,8 @@ def parse_args(argv):
                       help="Adam's initial rate (cosine decay)")
   parser.add_argument("--validation", type=int, default=0,
                       help="training states per chain that choose the network instead")
+  parser.add_argument("--selection-margin", type=float, default=am.Config.selection_margin,
+                      help="paired standard errors a step's validation gain must exceed")
   parser.add_argument("--correction-penalty", type=float, nargs="+", default=[0.0],
                       help="lambdas of the on_slaved network's ridge penalty, one row each")
   parser.add_argument("--tag", default="", help="suffix of the results file name")
@@ -92,8 +96,8 @@ def parse_args(argv):
     parser.error("--n, --steps, --chains, --width and --depth must be positive")
   if not 0 <= args.validation < 15:
     parser.error("--validation must lie in [0, 15)")
-  if min(args.correction_penalty) < 0:
-    parser.error("--correction-penalty must be >= 0")
+  if min(args.correction_penalty) < 0 or args.selection_margin < 0:
+    parser.error("--correction-penalty and --selection-margin must be >= 0")
   if not (args.gamma > 0 and args.learning_rate > 0):
     parser.error("--gamma and --learning-rate must be positive")
   return args
@@ -181,15 +185,16 @@ def measure(args):
                                   score_features="none" if features == "none" else "velocity",
                                   shift_harmonic=features == "residual",
                                   shift_slaved=on_slaved, score_loss="ism_g_only",
-                                  correction_penalty=lam)
+                                  correction_penalty=lam,
+                                  selection_margin=args.selection_margin)
         with tempfile.TemporaryDirectory() as tmp:
           net, net_params = am.train_score(
               cfg, params, train, RunDir(Path(tmp) / "run"), resume=False,
               fields=fields["train"] if on_slaved else None, select_x=val,
               select_fields=fields["validation"] if on_slaved and val is not None else None)
           if val is not None:
-            curve = am.bound_curve(RunDir(Path(tmp) / "run" / "train" / "select"))
-            chosen = (am.selected_step(curve), curve)
+            curve, states = am.selection_log(RunDir(Path(tmp) / "run" / "train" / "select"))
+            chosen = (am.selected_step(curve, states, cfg.selection_margin), curve)
         per = lambda name: (tuple(jnp.asarray(a, jnp.float32) for a in fields[name])
                             if on_slaved else None)
         bound_terms = lambda x, name: np.asarray(jax.jit(
@@ -227,6 +232,9 @@ def to_markdown(args, rows) -> str:
       f"half (dense share {rows[0]['dense']:.3f})"
       + ("; each network is the one of its training steps (the start and every quarter) "
          "with the highest bound on the validation states (step chosen in the last column)"
+         + (f", among the start and the steps whose gain over it exceeds "
+            f"{args.selection_margin:g} paired standard errors" if args.selection_margin
+            else "")
          if args.validation else ""),
       f"- network and loss: `active_matter.train_score` (LocalTransformer, "
       f"{cfg.num_neighbors} neighbours, width {args.width}, depth {args.depth}, g-shift, "

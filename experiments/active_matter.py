@@ -42,7 +42,8 @@ Steps:
    logged for the initial network and after each chunk (``train/select``), chooses the
    network that is evaluated (early stopping against over-fitting; with
    ``shift_slaved`` the initial network is the slaved-mode score, so the choice is never
-   below it on those states).
+   below it on those states, and a trained one replaces it only with a gain of more than
+   ``selection_margin`` paired standard errors over those states).
 3. On held-out samples: the total EPR and its per-particle terms, the lower bound
    ``prod.hypoelliptic_entropy_production_bound`` (valid for any score, equal to the
    rate at the exact score; it needs samples independent of the training data, which
@@ -136,9 +137,14 @@ class Config:
   max_per_cell: int = 24
   held_out: float = 0.25
   # The fraction of each chain's samples before its held-out ones that is kept out of
-  # training to choose the network (the training step with the highest bound on them,
-  # train_score's select_x); 0 keeps the last network.
+  # training to choose the network (the training step with the highest bound on them
+  # among those that qualify, see selection_margin; train_score's select_x); 0 keeps the
+  # last network.
   validation: float = 0.125
+  # A trained network is chosen over the start only where its gain on the validation
+  # states exceeds this many paired standard errors, sd(v_s - v_0) / sqrt(V) over the
+  # V states' bounds (selected_step); 0: the highest bound, however small its gain.
+  selection_margin: float = 2.0
   num_neighbors: int = 16
   width: int = 64
   depth: int = 2
@@ -268,6 +274,9 @@ class Config:
       raise ValueError("held_out leaves no held-out sample per chain")
     if not 0 <= self.validation < 1:
       raise ValueError(f"validation must lie in [0, 1), got {self.validation}")
+    if not (math.isfinite(self.selection_margin) and self.selection_margin >= 0):
+      raise ValueError(f"selection_margin must be a finite number >= 0, got "
+                       f"{self.selection_margin}")
     if self.validation and self.samples_per_chain * self.validation < 1:
       raise ValueError("validation leaves no validation sample per chain; set it to 0 to "
                        "train on them")
@@ -276,6 +285,9 @@ class Config:
     if self.split()[0] < 1:
       raise ValueError(f"held_out ({self.held_out}) and validation ({self.validation}) leave "
                        f"no training sample of {self.samples_per_chain} per chain")
+    if self.validation and self.selection_margin and self.chains * self.split()[1] < 2:
+      raise ValueError("selection_margin > 0 needs at least 2 validation states, got "
+                       f"{self.chains * self.split()[1]}; set it to 0")
     if self.chunk_steps % self.sample_every:
       raise ValueError(f"chunk_steps ({self.chunk_steps}) must be a multiple of "
                        f"sample_every ({self.sample_every})")
@@ -449,7 +461,7 @@ def network_bound(net, net_params, params: active.AOUPParams, cfg: Config, x,
 def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
                   log_dir: RunDir, features_fn: Optional[Callable] = None,
                   fields: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                  select_from=None):
+                  select_from=None, margin: float = 0.0):
   """A ``fit`` callback that logs, after each chunk, the per-particle lower bound
   ``hypoelliptic_entropy_production_bound / N`` (nats per unit time) of the current
   network on the states ``x [B, 2, N, 2]`` (with their slaved-mode ``fields``, as in
@@ -457,9 +469,10 @@ def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
   Records from an interrupted run at or after a chunk's step are replaced, so a resumed
   run's log equals an uninterrupted one's.
 
-  With ``select_from``, the initial network parameters, it also keeps the best network
-  (:func:`selected_network`): on its first call it logs the initial network as step 0,
-  and whenever a bound exceeds every earlier one it saves that network's parameters
+  With ``select_from``, the initial network parameters, it also logs each state's
+  bound (``"per_state"``, ``[B]``) and keeps the best network (:func:`selected_network`):
+  on its first call it logs the initial network as step 0, and whenever a network
+  becomes :func:`selected_step`'s choice (with ``margin``) it saves its parameters
   (orbax, ``log_dir / "best"``, the newest two bests kept) before logging it. ``fit``
   runs the callback before the chunk's checkpoint, so a run killed anywhere resumes to
   the log and the best network of an uninterrupted run."""
@@ -467,19 +480,26 @@ def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
   fj = None if fields is None else tuple(jnp.asarray(a, jnp.float32) for a in fields)
 
   @jax.jit
-  def bound(p):
-    local = network_bound(net, p, params, cfg, xj, fj, features_fn)
-    return jnp.mean(jnp.sum(local, axis=1)) / x.shape[2]
+  def bounds(p):                                                   # [B] per particle
+    return jnp.sum(network_bound(net, p, params, cfg, xj, fj, features_fn), axis=1) / x.shape[2]
 
   def log(step, p):
-    value = float(bound(p))
+    per_state = np.asarray(bounds(p), np.float64)
+    value = float(np.mean(per_state))
     if not math.isfinite(value):
       raise FloatingPointError(f"the EPR bound at step {step} is {value}")
-    earlier = [b for st, b in bound_curve(log_dir) if st < step]
-    if select_from is not None and (not earlier or value > max(earlier)):
+    if select_from is None:
+      log_dir.metrics.truncate_after(step - 1)
+      log_dir.metrics.append(step, bound_per_particle=value)
+      return
+    curve, states = selection_log(log_dir)
+    keep = [i for i, (st, _) in enumerate(curve) if st < step]
+    curve = [curve[i] for i in keep] + [(step, value)]
+    states = np.concatenate([states[keep], per_state[None]]) if keep else per_state[None]
+    if selected_step(curve, states, margin) == step:
       checkpoint.save(log_dir.path / "best", step, p, keep=2)
     log_dir.metrics.truncate_after(step - 1)
-    log_dir.metrics.append(step, bound_per_particle=value)
+    log_dir.metrics.append(step, bound_per_particle=value, per_state=per_state.tolist())
 
   def callback(state, record):
     if select_from is not None and not any(st == 0 for st, _ in bound_curve(log_dir)):
@@ -495,20 +515,48 @@ def bound_curve(log_dir: RunDir) -> list[tuple[int, float]]:
   return [(r["step"], r["bound_per_particle"]) for r in log_dir.metrics.records()]
 
 
-def selected_step(curve) -> int:
-  """The step of the highest bound in ``curve``, ``[(step, bound), ...]`` (the earliest
-  of equal ones): the network :func:`bound_monitor` keeps."""
+def selection_log(log_dir: RunDir) -> tuple[list[tuple[int, float]], np.ndarray]:
+  """``(curve, per_state [len(curve), V])`` logged by a :func:`bound_monitor` with
+  ``select_from``: :func:`bound_curve` and each entry's bounds per particle on the V
+  states (nats per unit time per particle)."""
+  records = list(log_dir.metrics.records())
+  states = np.asarray([r["per_state"] for r in records], np.float64)
+  return [(r["step"], r["bound_per_particle"]) for r in records], states.reshape(
+      len(records), -1 if records else 0)
+
+
+def selected_step(curve, per_state=None, margin: float = 0.0) -> int:
+  """The step of the network :func:`bound_monitor` keeps, from ``curve = [(step,
+  bound), ...]`` whose first entry is the start: the highest bound (the earliest of
+  equal ones) among the start and the steps that qualify. With ``margin = 0`` every
+  step does; with ``margin > 0`` and ``per_state [len(curve), V]``, each entry's bounds
+  on the V states, a step qualifies only where its mean gain over the start exceeds
+  ``margin`` paired standard errors, ``sd(v_s - v_0) / sqrt(V)`` (a one-sided test of
+  the gain that treats the states as independent), so that a gain within the noise of
+  the validation states does not replace the start."""
   if not len(curve):
     raise ValueError("curve is empty: no bound was logged")
-  return int(max(curve, key=lambda c: (c[1], -c[0]))[0])
+  margin = float(margin)
+  if not (math.isfinite(margin) and margin >= 0):
+    raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+  qualified = list(curve)
+  if margin > 0:
+    states = None if per_state is None else np.asarray(per_state, np.float64)
+    if states is None or states.ndim != 2 or states.shape[0] != len(curve) or states.shape[1] < 2:
+      raise ValueError(f"margin > 0 needs per_state [len(curve) = {len(curve)}, V >= 2], got "
+                       f"{None if states is None else states.shape}")
+    gains = states - states[:1]
+    se = gains.std(axis=1, ddof=1) / math.sqrt(states.shape[1])
+    qualified = [c for i, c in enumerate(curve) if i == 0 or gains[i].mean() > margin * se[i]]
+  return int(max(qualified, key=lambda c: (c[1], -c[0]))[0])
 
 
-def selected_network(log_dir: RunDir, like):
-  """``(step, params)`` of the network with the highest bound in the log of a
-  :func:`bound_monitor` with ``select_from`` (:func:`selected_step`), restored from
+def selected_network(log_dir: RunDir, like, margin: float = 0.0):
+  """``(step, params)`` of the network chosen in the log of a :func:`bound_monitor` with
+  ``select_from`` (:func:`selected_step` with ``margin``, the monitor's), restored from
   ``log_dir / "best"`` into the structure of ``like``; raises ``ValueError`` when the log
   is empty and ``RuntimeError`` when that network was not saved."""
-  step = selected_step(bound_curve(log_dir))
+  step = selected_step(*selection_log(log_dir), margin)
   try:
     return step, checkpoint.restore_step(log_dir.path / "best", step, like)
   except checkpoint.CheckpointError as e:
@@ -589,9 +637,11 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
   With validation states ``select_x [V, 2, N, 2]`` (eps = 0; ``select_fields`` their
   slaved-mode fields), the lower bound per particle on them is logged for the initial
   network and after each chunk (``run_dir / subdir / "select"``, :func:`bound_monitor`)
-  and the network returned is the one with the highest, not the last: early stopping
-  against over-fitting, which never returns a network below the initial one on those
-  states (with ``fields``, the slaved-mode score). Returns ``(net, params)``."""
+  and the network returned is the one with the highest, not the last, among the start
+  and the steps whose gain over it exceeds ``cfg.selection_margin`` paired standard
+  errors (:func:`selected_step`): early stopping against over-fitting, which never
+  returns a network below the initial one on those states (with ``fields``, the
+  slaved-mode score). Returns ``(net, params)``."""
   if select_x is not None and params.epsilon != 0:
     raise ValueError(f"select_x selects by the eps = 0 bound, got epsilon {params.epsilon}")
   train_dir = RunDir(run_dir.path / subdir)
@@ -609,6 +659,9 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
                                                         + np.shape(x)[2:3]):
       raise ValueError(f"{name} must be (f [B, N, 2], div [B, N]) of its states, got shapes "
                        f"{tuple(np.shape(a) for a in f)}")
+  if select_x is not None and cfg.selection_margin and len(select_x) < 2:
+    raise ValueError(f"selection_margin ({cfg.selection_margin}) needs at least 2 states in "
+                     f"select_x, got {len(select_x)}")
   if cfg.correction_penalty and fields is None:
     raise ValueError(f"correction_penalty ({cfg.correction_penalty}) needs the slaved-mode "
                      "fields of train_x")
@@ -637,7 +690,8 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
                                    monitor_fields))
   if select_x is not None:
     callbacks.append(bound_monitor(net, params, select_x, cfg, select_dir, features_fn,
-                                   select_fields, select_from=init))
+                                   select_fields, select_from=init,
+                                   margin=cfg.selection_margin))
   trained = fit_adam_cosine(loss_fn, init, jax.random.key(cfg.seed + 1),
                             num_steps=cfg.train_steps, learning_rate=cfg.learning_rate,
                             batch_fn=batch_fn, run_dir=train_dir,
@@ -646,7 +700,7 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
                             else None)
   if select_x is None:
     return net, trained
-  return net, selected_network(select_dir, init)[1]
+  return net, selected_network(select_dir, init, cfg.selection_margin)[1]
 
 
 @functools.lru_cache(maxsize=32)
@@ -899,9 +953,10 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   # The validation bound of each network over training, and the step chosen.
   selection = {}
   for name, sub in (("main", "train"), ("dsm_baseline", "train_dsm")):
-    curve = bound_curve(RunDir(run_dir.path / sub / "select")) if n_val else []
-    if curve and (sub == "train" or baseline is not None):
-      selection[name] = {"step": selected_step(curve), "curve": [list(c) for c in curve]}
+    curve, states = selection_log(RunDir(run_dir.path / sub / "select"))
+    if n_val and curve and (sub == "train" or baseline is not None):
+      selection[name] = {"step": selected_step(curve, states, cfg.selection_margin),
+                         "curve": [list(c) for c in curve], "margin": cfg.selection_margin}
   baseline_rows = {}
 
   def evaluate_baseline(label, p, x):
@@ -1016,7 +1071,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     lines += ["", f"Lower bound per particle on the {len(val_x)} validation states (the "
               "samples before each chain's held-out ones, not trained on) at the start and "
               "after each chunk; the network evaluated above is the one at the step in "
-              "bold (`train_score`'s `select_x`):", "",
+              "bold (`train_score`'s `select_x`; a step beats the start only with a gain "
+              f"of more than {cfg.selection_margin:g} paired standard errors):", "",
               "| network | step: bound |", "| --- | --- |"]
     for name, sel in selection.items():
       lines.append(f"| {name} | " + ", ".join(

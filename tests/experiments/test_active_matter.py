@@ -205,7 +205,9 @@ def test_validation_states_choose_the_best_network_and_resume(tmp_path):
   x = np.stack([np.asarray(active.random_configuration(k, 40, params)) for k in keys])
   c = am.fit_slaved_modes(params, 1, x[:6], RunDir(tmp_path), False)
   f, div = am.slaved_mode_fields(params, 1, c, x, RunDir(tmp_path), "all", False)
-  cfg = dataclasses.replace(TINY, learning_rate=1e-3, train_steps=40)
+  # (a margin that any gain passes: the per-state log and its test run, the choice is
+  # the highest bound)
+  cfg = dataclasses.replace(TINY, learning_rate=1e-3, train_steps=40, selection_margin=1e-9)
   run_dir = RunDir(tmp_path / "run")
 
   def train(resume):
@@ -222,6 +224,11 @@ def test_validation_states_choose_the_best_network_and_resume(tmp_path):
   slaved = am.evaluate_slaved_modes(params, x[6:], (f[6:], div[6:]))["bound_per_particle"]
   assert curve[0][1] == pytest.approx(slaved, rel=1e-4)
   step = am.selected_step(curve)
+  # Each state's bound is logged too; their means are the curve.
+  logged, per_state = am.selection_log(select)
+  assert logged == curve and per_state.shape == (5, 3)
+  np.testing.assert_allclose(per_state.mean(axis=1), [b for _, b in curve], rtol=1e-6)
+  assert am.selected_step(curve, per_state, cfg.selection_margin) == step
   # (on these states the bound rises, then falls: the choice is neither end)
   assert 0 < step < 40 and curve[step // 10][1] > max(curve[0][1], curve[-1][1])
   assert bound(chosen) == pytest.approx(curve[step // 10][1], rel=1e-6)
@@ -243,11 +250,51 @@ def test_validation_states_choose_the_best_network_and_resume(tmp_path):
   with pytest.raises(ValueError, match="already holds checkpoints"):
     train(False)
   assert am.bound_curve(select) == curve
+  # A margin no gain on three states can pass keeps the start, saved with the rest.
+  kept_step, kept = am.selected_network(select, init, margin=1e6)
+  assert kept_step == 0
+  jax.tree.map(np.testing.assert_array_equal, kept, init)
   shutil.rmtree(select.path / "best")
   with pytest.raises(RuntimeError, match=f"step {step}"):
     am.selected_network(select, init)
   with pytest.raises(ValueError, match="select_fields"):
     am.train_score(cfg, params, x[:6], run_dir, True, select_fields=(f[6:], div[6:]))
+  with pytest.raises(ValueError, match="selection_margin"):
+    am.train_score(dataclasses.replace(cfg, selection_margin=2.0), params, x[:6],
+                   RunDir(tmp_path / "one"), False, fields=(f[:6], div[:6]), select_x=x[6:7],
+                   select_fields=(f[6:7], div[6:7]))
+
+
+def test_selected_step_needs_a_significant_gain_over_the_start():
+  """A step beats the start only where its mean gain over it on the states exceeds
+  ``margin`` paired standard errors (sample sd of the gains / sqrt(V)); among those that
+  do (and the start) the highest bound wins, the earliest of equal ones."""
+  v0 = np.array([1.0, 2.0, 3.0, 4.0])
+  steady = v0 + np.array([0.10, 0.11, 0.09, 0.10])     # gain 0.1, se 0.0041: z = 24.5
+  noisy = v0 + np.array([1.0, -0.6, 0.9, -0.5])        # gain 0.2, se 0.4340: z = 0.46
+  per_state = np.stack([v0, steady, noisy])
+  curve = [(0, 2.5), (10, 2.6), (20, 2.7)]
+  z = lambda v: (v - v0).mean() / ((v - v0).std(ddof=1) / 2)
+  assert z(steady) == pytest.approx(24.49, abs=0.01) and z(noisy) == pytest.approx(0.461,
+                                                                                  abs=1e-3)
+  assert am.selected_step(curve) == 20                  # margin 0: the highest bound
+  assert am.selected_step(curve, per_state, 0.4) == 20
+  assert am.selected_step(curve, per_state, 2.0) == 10
+  assert am.selected_step(curve, per_state, 30.0) == 0
+  assert am.selected_step([(0, 2.5), (10, 2.6), (20, 2.6)]) == 10
+  with pytest.raises(ValueError, match="per_state"):
+    am.selected_step(curve, None, 2.0)
+  with pytest.raises(ValueError, match="per_state"):
+    am.selected_step(curve, per_state[:, :1], 2.0)      # one state: no standard error
+  with pytest.raises(ValueError, match="margin"):
+    am.selected_step(curve, per_state, -1.0)
+  with pytest.raises(ValueError, match="empty"):
+    am.selected_step([])
+  for bad in (dict(selection_margin=-1.0), dict(selection_margin=float("inf")),
+              dict(validation=0.125)):                 # one chain, one validation state
+    with pytest.raises(ValueError, match="selection_margin"):
+      dataclasses.replace(TINY, selection_margin=bad.get("selection_margin", 2.0),
+                          validation=bad.get("validation", 0.0)).validate()
 
 
 def test_divergent_simulation_names_the_step(tmp_path):
@@ -376,7 +423,8 @@ def test_dsm_baseline_is_the_dsm_training_run_again(tmp_path):
   slaved-mode score: the tiny run covers it)."""
   cfg = dataclasses.replace(TINY, score_loss="dsm", shift_slaved=False, slaved_mode_degree=-1,
                             dsm_baseline_steps=TINY.train_steps,
-                            dsm_baseline_batch_size=TINY.batch_size, validation=0.125)
+                            dsm_baseline_batch_size=TINY.batch_size, validation=0.125,
+                            selection_margin=0.0)     # (one validation state: no paired errors)
   summary = am.run(cfg, RunDir(tmp_path / "run"))
   # One validation state per chain, between the training and the held-out ones; each
   # network is the one of its highest bound on it.
@@ -385,7 +433,7 @@ def test_dsm_baseline_is_the_dsm_training_run_again(tmp_path):
   for name in ("main", "dsm_baseline"):
     sel = summary["selection"][name]
     assert [st for st, _ in sel["curve"]] == [0, 5, 10, 15, 20]
-    assert sel["step"] == am.selected_step(sel["curve"])
+    assert sel["step"] == am.selected_step(sel["curve"]) and sel["margin"] == 0.0
   assert summary["selection"]["main"] == summary["selection"]["dsm_baseline"]
   assert set(summary["dsm_baseline"]) == {"trained", "N=160"}
   base = summary["dsm_baseline"]["trained"]
