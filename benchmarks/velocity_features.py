@@ -194,7 +194,8 @@ def measure(args):
               select_fields=fields["validation"] if on_slaved and val is not None else None)
           if val is not None:
             curve, states = am.selection_log(RunDir(Path(tmp) / "run" / "train" / "select"))
-            chosen = (am.selected_step(curve, states, cfg.selection_margin), curve)
+            chosen = (am.selected_step(curve, states, cfg.selection_margin), curve,
+                      am.selection_gains(states))
         per = lambda name: (tuple(jnp.asarray(a, jnp.float32) for a in fields[name])
                             if on_slaved else None)
         bound_terms = lambda x, name: np.asarray(jax.jit(
@@ -273,13 +274,17 @@ def to_markdown(args, rows) -> str:
                  f"{r['free_train']:.4f} | "
                  f"{r['plug_in']:.4f} | {r['seconds']:.0f} |"
                  + (f" {chosen} |" if args.validation else ""))
-  curves = [(r["features"], r["chosen"][1]) for r in rows if r["chosen"] is not None]
+  curves = [(r["features"], *r["chosen"][1:]) for r in rows if r["chosen"] is not None]
   if curves:
     lines += ["", "Lower bound per particle on the validation states, step: bound (the start, "
-              "then after each quarter of the training):", "",
-              "| score_features | validation curve |", "|---|---|"]
-    lines += [f"| {name} | " + ", ".join(f"{st:,}: {b:.4f}" for st, b in curve) + " |"
-              for name, curve in curves]
+              "then after each quarter of the training), and each step's gain over the "
+              "start / its paired standard error (`active_matter.selection_gains`):", "",
+              "| score_features | validation curve | gain / paired standard error |",
+              "|---|---|---|"]
+    lines += [f"| {name} | " + ", ".join(f"{st:,}: {b:.4f}" for st, b in curve) + " | "
+              + ", ".join(f"{st:,}: {g:+.5f} / {e:.5f}"
+                          for (st, _), g, e in zip(curve[1:], *(a[1:] for a in gains)))
+              + " |" for name, curve, gains in curves]
   lines += ["", "By local packing (`active.packing_groups`): share of particles, and per "
             "particle the lower bound / the score-free rate:", "",
             "| score_features | dilute | intermediate | dense |", "|---|---|---|---|"]

@@ -525,6 +525,18 @@ def selection_log(log_dir: RunDir) -> tuple[list[tuple[int, float]], np.ndarray]
       len(records), -1 if records else 0)
 
 
+def selection_gains(per_state) -> tuple[np.ndarray, np.ndarray]:
+  """``(gain [S], se [S])`` from ``per_state [S, V]``, the bounds of S networks (the
+  first the start) on V >= 2 states: each one's mean gain over the start and its paired
+  standard error, ``sd(v_s - v_0) / sqrt(V)`` (sample sd; 0 for the start), in the
+  bounds' units (nats per unit time per particle)."""
+  states = np.asarray(per_state, np.float64)
+  if states.ndim != 2 or states.shape[0] < 1 or states.shape[1] < 2:
+    raise ValueError(f"per_state must be [S >= 1, V >= 2] bounds, got shape {states.shape}")
+  gains = states - states[:1]
+  return gains.mean(axis=1), gains.std(axis=1, ddof=1) / math.sqrt(states.shape[1])
+
+
 def selected_step(curve, per_state=None, margin: float = 0.0) -> int:
   """The step of the network :func:`bound_monitor` keeps, from ``curve = [(step,
   bound), ...]`` whose first entry is the start: the highest bound (the earliest of
@@ -541,13 +553,12 @@ def selected_step(curve, per_state=None, margin: float = 0.0) -> int:
     raise ValueError(f"margin must be a finite number >= 0, got {margin}")
   qualified = list(curve)
   if margin > 0:
-    states = None if per_state is None else np.asarray(per_state, np.float64)
-    if states is None or states.ndim != 2 or states.shape[0] != len(curve) or states.shape[1] < 2:
+    shape = None if per_state is None else np.shape(per_state)
+    if shape is None or len(shape) != 2 or shape[0] != len(curve) or shape[1] < 2:
       raise ValueError(f"margin > 0 needs per_state [len(curve) = {len(curve)}, V >= 2], got "
-                       f"{None if states is None else states.shape}")
-    gains = states - states[:1]
-    se = gains.std(axis=1, ddof=1) / math.sqrt(states.shape[1])
-    qualified = [c for i, c in enumerate(curve) if i == 0 or gains[i].mean() > margin * se[i]]
+                       f"{shape}")
+    gain, se = selection_gains(per_state)
+    qualified = [c for i, c in enumerate(curve) if i == 0 or gain[i] > margin * se[i]]
   return int(max(qualified, key=lambda c: (c[1], -c[0]))[0])
 
 

@@ -277,6 +277,10 @@ def test_selected_step_needs_a_significant_gain_over_the_start():
   z = lambda v: (v - v0).mean() / ((v - v0).std(ddof=1) / 2)
   assert z(steady) == pytest.approx(24.49, abs=0.01) and z(noisy) == pytest.approx(0.461,
                                                                                   abs=1e-3)
+  gain, se = am.selection_gains(per_state)
+  np.testing.assert_allclose(gain, [0.0, 0.1, 0.2], atol=1e-12)
+  np.testing.assert_allclose(se, [0.0, np.sqrt(2e-4 / 3) / 2, np.sqrt(2.26 / 3) / 2],
+                             rtol=1e-12, atol=1e-15)
   assert am.selected_step(curve) == 20                  # margin 0: the highest bound
   assert am.selected_step(curve, per_state, 0.4) == 20
   assert am.selected_step(curve, per_state, 2.0) == 10
@@ -288,6 +292,8 @@ def test_selected_step_needs_a_significant_gain_over_the_start():
     am.selected_step(curve, per_state[:, :1], 2.0)      # one state: no standard error
   with pytest.raises(ValueError, match="margin"):
     am.selected_step(curve, per_state, -1.0)
+  with pytest.raises(ValueError, match="per_state"):
+    am.selection_gains(per_state[:, :1])
   with pytest.raises(ValueError, match="empty"):
     am.selected_step([])
   for bad in (dict(selection_margin=-1.0), dict(selection_margin=float("inf")),
