@@ -520,6 +520,9 @@ def selection_log(log_dir: RunDir) -> tuple[list[tuple[int, float]], np.ndarray]
   ``select_from``: :func:`bound_curve` and each entry's bounds per particle on the V
   states (nats per unit time per particle)."""
   records = list(log_dir.metrics.records())
+  if any("per_state" not in r for r in records):
+    raise ValueError(f"{log_dir.path} logs no per-state bounds (a run from before they were "
+                     "logged); start a fresh run")
   states = np.asarray([r["per_state"] for r in records], np.float64)
   return [(r["step"], r["bound_per_particle"]) for r in records], states.reshape(
       len(records), -1 if records else 0)

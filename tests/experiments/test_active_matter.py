@@ -250,6 +250,10 @@ def test_validation_states_choose_the_best_network_and_resume(tmp_path):
   with pytest.raises(ValueError, match="already holds checkpoints"):
     train(False)
   assert am.bound_curve(select) == curve
+  old = RunDir(tmp_path / "old")                         # a log without per-state bounds
+  old.metrics.append(0, bound_per_particle=curve[0][1])
+  with pytest.raises(ValueError, match="per-state"):
+    am.selection_log(old)
   # A margin no gain on three states can pass keeps the start, saved with the rest.
   kept_step, kept = am.selected_network(select, init, margin=1e6)
   assert kept_step == 0
