@@ -488,18 +488,17 @@ def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
     value = float(np.mean(per_state))
     if not math.isfinite(value):
       raise FloatingPointError(f"the EPR bound at step {step} is {value}")
-    if select_from is None:
-      log_dir.metrics.truncate_after(step - 1)
-      log_dir.metrics.append(step, bound_per_particle=value)
-      return
-    curve, states = selection_log(log_dir)
-    keep = [i for i, (st, _) in enumerate(curve) if st < step]
-    curve = [curve[i] for i in keep] + [(step, value)]
-    states = np.concatenate([states[keep], per_state[None]]) if keep else per_state[None]
-    if selected_step(curve, states, margin) == step:
-      checkpoint.save(log_dir.path / "best", step, p, keep=2)
+    extra = {}
+    if select_from is not None:
+      curve, states = selection_log(log_dir)
+      keep = [i for i, (st, _) in enumerate(curve) if st < step]
+      curve = [curve[i] for i in keep] + [(step, value)]
+      states = np.concatenate([states[keep], per_state[None]]) if keep else per_state[None]
+      if selected_step(curve, states, margin) == step:
+        checkpoint.save(log_dir.path / "best", step, p, keep=2)
+      extra = {"per_state": per_state.tolist()}
     log_dir.metrics.truncate_after(step - 1)
-    log_dir.metrics.append(step, bound_per_particle=value, per_state=per_state.tolist())
+    log_dir.metrics.append(step, bound_per_particle=value, **extra)
 
   def callback(state, record):
     if select_from is not None and not any(st == 0 for st, _ in bound_curve(log_dir)):
@@ -597,6 +596,8 @@ def training_loss(net, params: active.AOUPParams, cfg: Config,
   lam = cfg.correction_penalty
 
   def ism(p, xb, fb, k):
+    if fb is None and lam:
+      raise ValueError(f"correction_penalty ({lam}) needs the slaved-mode fields of the states")
     if fb is None:
       score = local_score(net, p, params, cfg, features_fn)
       return prod.local_implicit_score_matching_loss(score, xb, (1,), cfg.query_size, k)

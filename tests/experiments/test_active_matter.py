@@ -501,3 +501,5 @@ def test_correction_penalty_is_a_ridge_term_on_the_network_output(tmp_path):
   with pytest.raises(ValueError, match="correction_penalty"):
     am.train_score(dataclasses.replace(TINY, correction_penalty=1.0), params, np.asarray(x),
                    RunDir(tmp_path), False)
+  with pytest.raises(ValueError, match="correction_penalty"):
+    penalised(net_params, x, None, key)
