@@ -13,7 +13,8 @@ into 15 training and 5 held-out states; with ``--validation V`` the last V of th
 are not trained on (nor used by the slaved-mode fit) but choose each network: the
 training step with the highest bound on them (``train_score``'s ``select_x``, the
 experiment's ``Config.validation``) among the start and the steps whose gain over it
-exceeds ``--selection-margin`` paired standard errors (``Config.selection_margin``).
+exceeds ``--selection-margin`` paired standard errors of the chains' mean gains
+(``Config.selection_margin``; a chain's states are correlated, the chains are not).
 On the same data, ``experiments.active_matter.train_score`` (the LocalTransformer,
 implicit score matching on g with the exact per-particle divergence, ``score_loss =
 "ism_g_only"``) is trained
@@ -98,6 +99,8 @@ def parse_args(argv):
     parser.error("--validation must lie in [0, 15)")
   if min(args.correction_penalty) < 0 or args.selection_margin < 0:
     parser.error("--correction-penalty and --selection-margin must be >= 0")
+  if args.validation and args.selection_margin and args.chains < 2:
+    parser.error("--selection-margin > 0 compares the chains' gains: it needs --chains >= 2")
   if not (args.gamma > 0 and args.learning_rate > 0):
     parser.error("--gamma and --learning-rate must be positive")
   return args
@@ -191,7 +194,8 @@ def measure(args):
           net, net_params = am.train_score(
               cfg, params, train, RunDir(Path(tmp) / "run"), resume=False,
               fields=fields["train"] if on_slaved else None, select_x=val,
-              select_fields=fields["validation"] if on_slaved and val is not None else None)
+              select_fields=fields["validation"] if on_slaved and val is not None else None,
+              select_chains=args.chains)
           if val is not None:
             curve, states = am.selection_log(RunDir(Path(tmp) / "run" / "train" / "select"))
             chosen = (am.selected_step(curve, states, cfg.selection_margin), curve,
@@ -234,7 +238,8 @@ def to_markdown(args, rows) -> str:
       + ("; each network is the one of its training steps (the start and every quarter) "
          "with the highest bound on the validation states (step chosen in the last column)"
          + (f", among the start and the steps whose gain over it exceeds "
-            f"{args.selection_margin:g} paired standard errors" if args.selection_margin
+            f"{args.selection_margin:g} paired standard errors of the {args.chains} "
+            "chains' mean gains" if args.selection_margin
             else "")
          if args.validation else ""),
       f"- network and loss: `active_matter.train_score` (LocalTransformer, "
@@ -278,7 +283,8 @@ def to_markdown(args, rows) -> str:
   if curves:
     lines += ["", "Lower bound per particle on the validation states, step: bound (the start, "
               "then after each quarter of the training), and each step's gain over the "
-              "start / its paired standard error (`active_matter.selection_gains`):", "",
+              "start / its paired standard error over the chains "
+              "(`active_matter.selection_gains`):", "",
               "| score_features | validation curve | gain / paired standard error |",
               "|---|---|---|"]
     lines += [f"| {name} | " + ", ".join(f"{st:,}: {b:.4f}" for st, b in curve) + " | "

@@ -43,7 +43,7 @@ Steps:
    network that is evaluated (early stopping against over-fitting; with
    ``shift_slaved`` the initial network is the slaved-mode score, so the choice is never
    below it on those states, and a trained one replaces it only with a gain of more than
-   ``selection_margin`` paired standard errors over those states).
+   ``selection_margin`` paired standard errors over the chains' mean gains on them).
 3. On held-out samples: the total EPR and its per-particle terms, the lower bound
    ``prod.hypoelliptic_entropy_production_bound`` (valid for any score, equal to the
    rate at the exact score; it needs samples independent of the training data, which
@@ -142,8 +142,10 @@ class Config:
   # last network.
   validation: float = 0.125
   # A trained network is chosen over the start only where its gain on the validation
-  # states exceeds this many paired standard errors, sd(v_s - v_0) / sqrt(V) over the
-  # V states' bounds (selected_step); 0: the highest bound, however small its gain.
+  # states exceeds this many paired standard errors, sd(v_s - v_0) / sqrt(C) over the
+  # C chains' mean bounds on their validation states (selected_step; a chain's states
+  # are correlated for about 1/gamma, the chains are independent); 0: the highest
+  # bound, however small its gain.
   selection_margin: float = 2.0
   num_neighbors: int = 16
   width: int = 64
@@ -285,9 +287,10 @@ class Config:
     if self.split()[0] < 1:
       raise ValueError(f"held_out ({self.held_out}) and validation ({self.validation}) leave "
                        f"no training sample of {self.samples_per_chain} per chain")
-    if self.validation and self.selection_margin and self.chains * self.split()[1] < 2:
-      raise ValueError("selection_margin > 0 needs at least 2 validation states, got "
-                       f"{self.chains * self.split()[1]}; set it to 0")
+    if self.validation and self.selection_margin and self.chains < 2:
+      raise ValueError("selection_margin > 0 compares gains over the chains' validation "
+                       f"states, so it needs at least 2 chains, got {self.chains}; set it "
+                       "to 0")
     if self.chunk_steps % self.sample_every:
       raise ValueError(f"chunk_steps ({self.chunk_steps}) must be a multiple of "
                        f"sample_every ({self.sample_every})")
@@ -461,7 +464,7 @@ def network_bound(net, net_params, params: active.AOUPParams, cfg: Config, x,
 def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
                   log_dir: RunDir, features_fn: Optional[Callable] = None,
                   fields: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                  select_from=None, margin: float = 0.0):
+                  select_from=None, margin: float = 0.0, blocks: Optional[int] = None):
   """A ``fit`` callback that logs, after each chunk, the per-particle lower bound
   ``hypoelliptic_entropy_production_bound / N`` (nats per unit time) of the current
   network on the states ``x [B, 2, N, 2]`` (with their slaved-mode ``fields``, as in
@@ -470,12 +473,15 @@ def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
   run's log equals an uninterrupted one's.
 
   With ``select_from``, the initial network parameters, it also logs each state's
-  bound (``"per_state"``, ``[B]``) and keeps the best network (:func:`selected_network`):
-  on its first call it logs the initial network as step 0, and whenever a network
-  becomes :func:`selected_step`'s choice (with ``margin``) it saves its parameters
-  (orbax, ``log_dir / "best"``, the newest two bests kept) before logging it. ``fit``
-  runs the callback before the chunk's checkpoint, so a run killed anywhere resumes to
-  the log and the best network of an uninterrupted run."""
+  bound (``"per_state"``, ``[B]``) and ``"blocks"``: the states are that many equal
+  consecutive blocks, each from one independent chain (``None``: ``B``, every state
+  independent), the units of :func:`selection_log`. It keeps the best network
+  (:func:`selected_network`): on its first call it logs the initial network as step 0,
+  and whenever a network becomes :func:`selected_step`'s choice (with ``margin``) it
+  saves its parameters (orbax, ``log_dir / "best"``, the newest two bests kept) before
+  logging it. ``fit`` runs the callback before the chunk's checkpoint, so a run killed
+  anywhere resumes to the log and the best network of an uninterrupted run."""
+  blocks = state_blocks(len(x), blocks)
   xj = jnp.asarray(x)
   fj = None if fields is None else tuple(jnp.asarray(a, jnp.float32) for a in fields)
 
@@ -490,13 +496,14 @@ def bound_monitor(net, params: active.AOUPParams, x: np.ndarray, cfg: Config,
       raise FloatingPointError(f"the EPR bound at step {step} is {value}")
     extra = {}
     if select_from is not None:
-      curve, states = selection_log(log_dir)
+      curve, units = selection_log(log_dir)
       keep = [i for i, (st, _) in enumerate(curve) if st < step]
       curve = [curve[i] for i in keep] + [(step, value)]
-      states = np.concatenate([states[keep], per_state[None]]) if keep else per_state[None]
-      if selected_step(curve, states, margin) == step:
+      unit = block_means(per_state[None], blocks)
+      units = np.concatenate([units[keep], unit]) if keep else unit
+      if selected_step(curve, units, margin) == step:
         checkpoint.save(log_dir.path / "best", step, p, keep=2)
-      extra = {"per_state": per_state.tolist()}
+      extra = {"per_state": per_state.tolist(), "blocks": blocks}
     log_dir.metrics.truncate_after(step - 1)
     log_dir.metrics.append(step, bound_per_particle=value, **extra)
 
@@ -514,40 +521,69 @@ def bound_curve(log_dir: RunDir) -> list[tuple[int, float]]:
   return [(r["step"], r["bound_per_particle"]) for r in log_dir.metrics.records()]
 
 
+def state_blocks(n_states: int, blocks: Optional[int], name: str = "blocks") -> int:
+  """``blocks`` (the argument ``name``) checked against ``n_states`` (``None``:
+  ``n_states``, every state its own block): a positive integer that divides it."""
+  if blocks is None:
+    return int(n_states)
+  if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)):
+    raise TypeError(f"{name} must be an int, got {type(blocks).__name__}")
+  if blocks < 1 or n_states % blocks:
+    raise ValueError(f"{name} must be a positive divisor of the number of states "
+                     f"({n_states}), got {blocks}")
+  return int(blocks)
+
+
+def block_means(per_state, blocks: int) -> np.ndarray:
+  """``[S, blocks]``: the means of ``per_state [S, V]`` over ``blocks`` equal consecutive
+  blocks of its V states (float64)."""
+  states = np.asarray(per_state, np.float64)
+  return states.reshape(states.shape[0], blocks, -1).mean(axis=-1)
+
+
 def selection_log(log_dir: RunDir) -> tuple[list[tuple[int, float]], np.ndarray]:
-  """``(curve, per_state [len(curve), V])`` logged by a :func:`bound_monitor` with
-  ``select_from``: :func:`bound_curve` and each entry's bounds per particle on the V
-  states (nats per unit time per particle)."""
+  """``(curve, per_block [len(curve), C])`` logged by a :func:`bound_monitor` with
+  ``select_from``: :func:`bound_curve` and each entry's mean bound per particle on each
+  of the C independent blocks of states (:func:`block_means` of the logged per-state
+  bounds; with equal blocks, their mean is the curve's), in nats per unit time per
+  particle. These are the units :func:`selected_step` treats as independent."""
   records = list(log_dir.metrics.records())
   if any("per_state" not in r for r in records):
     raise ValueError(f"{log_dir.path} logs no per-state bounds (a run from before they were "
                      "logged); start a fresh run")
+  curve = [(r["step"], r["bound_per_particle"]) for r in records]
+  if not records:
+    return curve, np.zeros((0, 0))
   states = np.asarray([r["per_state"] for r in records], np.float64)
-  return [(r["step"], r["bound_per_particle"]) for r in records], states.reshape(
-      len(records), -1 if records else 0)
+  blocks = {r.get("blocks", states.shape[1]) for r in records}
+  if len(blocks) != 1:
+    raise ValueError(f"{log_dir.path} logs entries with different blocks {sorted(blocks)}")
+  return curve, block_means(states, state_blocks(states.shape[1], blocks.pop()))
 
 
-def selection_gains(per_state) -> tuple[np.ndarray, np.ndarray]:
-  """``(gain [S], se [S])`` from ``per_state [S, V]``, the bounds of S networks (the
-  first the start) on V >= 2 states: each one's mean gain over the start and its paired
-  standard error, ``sd(v_s - v_0) / sqrt(V)`` (sample sd; 0 for the start), in the
-  bounds' units (nats per unit time per particle)."""
-  states = np.asarray(per_state, np.float64)
-  if states.ndim != 2 or states.shape[0] < 1 or states.shape[1] < 2:
-    raise ValueError(f"per_state must be [S >= 1, V >= 2] bounds, got shape {states.shape}")
-  gains = states - states[:1]
-  return gains.mean(axis=1), gains.std(axis=1, ddof=1) / math.sqrt(states.shape[1])
+def selection_gains(per_block) -> tuple[np.ndarray, np.ndarray]:
+  """``(gain [S], se [S])`` from ``per_block [S, C]``, the bounds of S networks (the
+  first the start) on C >= 2 independent units (states, or blocks of a chain's states,
+  :func:`selection_log`): each one's mean gain over the start and its paired standard
+  error, ``sd(v_s - v_0) / sqrt(C)`` (sample sd, C - 1 degrees of freedom; 0 for the
+  start), in the bounds' units (nats per unit time per particle)."""
+  units = np.asarray(per_block, np.float64)
+  if units.ndim != 2 or units.shape[0] < 1 or units.shape[1] < 2:
+    raise ValueError(f"per_block must be [S >= 1, C >= 2] bounds, got shape {units.shape}")
+  gains = units - units[:1]
+  return gains.mean(axis=1), gains.std(axis=1, ddof=1) / math.sqrt(units.shape[1])
 
 
-def selected_step(curve, per_state=None, margin: float = 0.0) -> int:
+def selected_step(curve, per_block=None, margin: float = 0.0) -> int:
   """The step of the network :func:`bound_monitor` keeps, from ``curve = [(step,
   bound), ...]`` whose first entry is the start: the highest bound (the earliest of
   equal ones) among the start and the steps that qualify. With ``margin = 0`` every
-  step does; with ``margin > 0`` and ``per_state [len(curve), V]``, each entry's bounds
-  on the V states, a step qualifies only where its mean gain over the start exceeds
-  ``margin`` paired standard errors, ``sd(v_s - v_0) / sqrt(V)`` (a one-sided test of
-  the gain that treats the states as independent), so that a gain within the noise of
-  the validation states does not replace the start."""
+  step does; with ``margin > 0`` and ``per_block [len(curve), C]``, each entry's bounds
+  on C independent units (:func:`selection_log`), a step qualifies only where its mean
+  gain over the start exceeds ``margin`` paired standard errors (:func:`selection_gains`,
+  a one-sided test of the gain), so that a gain within the noise of the validation
+  states does not replace the start. States of one chain are correlated (for about
+  ``1 / gamma``), so the experiment's units are its chains, not its states."""
   if not len(curve):
     raise ValueError("curve is empty: no bound was logged")
   margin = float(margin)
@@ -555,11 +591,11 @@ def selected_step(curve, per_state=None, margin: float = 0.0) -> int:
     raise ValueError(f"margin must be a finite number >= 0, got {margin}")
   qualified = list(curve)
   if margin > 0:
-    shape = None if per_state is None else np.shape(per_state)
+    shape = None if per_block is None else np.shape(per_block)
     if shape is None or len(shape) != 2 or shape[0] != len(curve) or shape[1] < 2:
-      raise ValueError(f"margin > 0 needs per_state [len(curve) = {len(curve)}, V >= 2], got "
+      raise ValueError(f"margin > 0 needs per_block [len(curve) = {len(curve)}, C >= 2], got "
                        f"{shape}")
-    gain, se = selection_gains(per_state)
+    gain, se = selection_gains(per_block)
     qualified = [c for i, c in enumerate(curve) if i == 0 or gain[i] > margin * se[i]]
   return int(max(qualified, key=lambda c: (c[1], -c[0]))[0])
 
@@ -640,7 +676,8 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
                 fields: Optional[tuple[np.ndarray, np.ndarray]] = None,
                 monitor_fields: Optional[tuple[np.ndarray, np.ndarray]] = None,
                 select_x: Optional[np.ndarray] = None,
-                select_fields: Optional[tuple[np.ndarray, np.ndarray]] = None):
+                select_fields: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                select_chains: Optional[int] = None):
   """The score network of ``cfg`` trained on ``train_x [B, 2, N, 2]`` (checkpointed under
   ``run_dir / subdir``); ``features_fn`` as in :func:`local_score`. With ``fields = (f
   [B, N, 2], div [B, N])``, the slaved-mode fields of ``train_x``
@@ -654,7 +691,9 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
   network and after each chunk (``run_dir / subdir / "select"``, :func:`bound_monitor`)
   and the network returned is the one with the highest, not the last, among the start
   and the steps whose gain over it exceeds ``cfg.selection_margin`` paired standard
-  errors (:func:`selected_step`): early stopping against over-fitting, which never
+  errors (:func:`selected_step`) over ``select_chains`` independent units, the equal
+  consecutive blocks of ``select_x`` (one per chain; ``None``: every state its own):
+  early stopping against over-fitting, which never
   returns a network below the initial one on those states (with ``fields``, the
   slaved-mode score). Returns ``(net, params)``."""
   if select_x is not None and params.epsilon != 0:
@@ -674,9 +713,11 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
                                                         + np.shape(x)[2:3]):
       raise ValueError(f"{name} must be (f [B, N, 2], div [B, N]) of its states, got shapes "
                        f"{tuple(np.shape(a) for a in f)}")
-  if select_x is not None and cfg.selection_margin and len(select_x) < 2:
-    raise ValueError(f"selection_margin ({cfg.selection_margin}) needs at least 2 states in "
-                     f"select_x, got {len(select_x)}")
+  if select_x is not None:
+    units = state_blocks(len(select_x), select_chains, "select_chains")
+    if cfg.selection_margin and units < 2:
+      raise ValueError(f"selection_margin ({cfg.selection_margin}) needs at least 2 "
+                       f"independent units in select_x (select_chains), got {units}")
   if cfg.correction_penalty and fields is None:
     raise ValueError(f"correction_penalty ({cfg.correction_penalty}) needs the slaved-mode "
                      "fields of train_x")
@@ -706,7 +747,7 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
   if select_x is not None:
     callbacks.append(bound_monitor(net, params, select_x, cfg, select_dir, features_fn,
                                    select_fields, select_from=init,
-                                   margin=cfg.selection_margin))
+                                   margin=cfg.selection_margin, blocks=select_chains))
   trained = fit_adam_cosine(loss_fn, init, jax.random.key(cfg.seed + 1),
                             num_steps=cfg.train_steps, learning_rate=cfg.learning_rate,
                             batch_fn=batch_fn, run_dir=train_dir,
@@ -955,7 +996,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
       cfg, params, train_x, run_dir, resume, monitor_x=monitor_x, fields=train_fields,
       monitor_fields=(tuple(a[:cfg.monitor_states] for a in test_fields)
                       if on_slaved and monitor_x is not None else None),
-      select_x=val_x, select_fields=val_fields)
+      select_x=val_x, select_fields=val_fields, select_chains=cfg.chains)
   lap("train_s")
   baseline = None
   base_cfg = dataclasses.replace(cfg, score_loss="dsm", train_steps=cfg.dsm_baseline_steps,
@@ -963,7 +1004,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
                                  correction_penalty=0.0)
   if cfg.dsm_baseline_steps:
     baseline = train_score(base_cfg, params, train_x, run_dir, resume, subdir="train_dsm",
-                           monitor_x=monitor_x, select_x=val_x)
+                           monitor_x=monitor_x, select_x=val_x, select_chains=cfg.chains)
     lap("train_dsm_baseline_s")
   # The validation bound of each network over training, and the step chosen.
   selection = {}
@@ -1087,7 +1128,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
               "samples before each chain's held-out ones, not trained on) at the start and "
               "after each chunk; the network evaluated above is the one at the step in "
               "bold (`train_score`'s `select_x`; a step beats the start only with a gain "
-              f"of more than {cfg.selection_margin:g} paired standard errors):", "",
+              f"of more than {cfg.selection_margin:g} paired standard errors of the "
+              f"{cfg.chains} chains' mean gains):", "",
               "| network | step: bound |", "| --- | --- |"]
     for name, sel in selection.items():
       lines.append(f"| {name} | " + ", ".join(

@@ -267,12 +267,19 @@ def test_validation_states_choose_the_best_network_and_resume(tmp_path):
     am.train_score(dataclasses.replace(cfg, selection_margin=2.0), params, x[:6],
                    RunDir(tmp_path / "one"), False, fields=(f[:6], div[:6]), select_x=x[6:7],
                    select_fields=(f[6:7], div[6:7]))
+  # Three states of one chain are one independent unit: no standard error either; and
+  # the chains must split the states evenly.
+  for chains, match in ((1, "selection_margin"), (2, "select_chains")):
+    with pytest.raises(ValueError, match=match):
+      am.train_score(dataclasses.replace(cfg, selection_margin=2.0), params, x[:6],
+                     RunDir(tmp_path / "one"), False, fields=(f[:6], div[:6]),
+                     select_x=x[6:], select_fields=(f[6:], div[6:]), select_chains=chains)
 
 
 def test_selected_step_needs_a_significant_gain_over_the_start():
   """A step beats the start only where its mean gain over it on the states exceeds
-  ``margin`` paired standard errors (sample sd of the gains / sqrt(V)); among those that
-  do (and the start) the highest bound wins, the earliest of equal ones."""
+  ``margin`` paired standard errors (sample sd of the gains / sqrt(C) over C independent
+  units, here four states); among those that do (and the start) the highest bound wins, the earliest of equal ones."""
   v0 = np.array([1.0, 2.0, 3.0, 4.0])
   steady = v0 + np.array([0.10, 0.11, 0.09, 0.10])     # gain 0.1, se 0.0041: z = 24.5
   noisy = v0 + np.array([1.0, -0.6, 0.9, -0.5])        # gain 0.2, se 0.4340: z = 0.46
@@ -290,21 +297,58 @@ def test_selected_step_needs_a_significant_gain_over_the_start():
   assert am.selected_step(curve, per_state, 2.0) == 10
   assert am.selected_step(curve, per_state, 30.0) == 0
   assert am.selected_step([(0, 2.5), (10, 2.6), (20, 2.6)]) == 10
-  with pytest.raises(ValueError, match="per_state"):
+  with pytest.raises(ValueError, match="per_block"):
     am.selected_step(curve, None, 2.0)
-  with pytest.raises(ValueError, match="per_state"):
-    am.selected_step(curve, per_state[:, :1], 2.0)      # one state: no standard error
+  with pytest.raises(ValueError, match="per_block"):
+    am.selected_step(curve, per_state[:, :1], 2.0)      # one unit: no standard error
   with pytest.raises(ValueError, match="margin"):
     am.selected_step(curve, per_state, -1.0)
-  with pytest.raises(ValueError, match="per_state"):
+  with pytest.raises(ValueError, match="per_block"):
     am.selection_gains(per_state[:, :1])
   with pytest.raises(ValueError, match="empty"):
     am.selected_step([])
   for bad in (dict(selection_margin=-1.0), dict(selection_margin=float("inf")),
-              dict(validation=0.125)):                 # one chain, one validation state
+              dict(validation=0.125), dict(validation=0.5)):    # one chain: one unit
     with pytest.raises(ValueError, match="selection_margin"):
       dataclasses.replace(TINY, selection_margin=bad.get("selection_margin", 2.0),
                           validation=bad.get("validation", 0.0)).validate()
+  dataclasses.replace(TINY, selection_margin=2.0, validation=0.125, chains=2).validate()
+
+
+def test_selection_counts_each_chain_once(tmp_path):
+  """Validation states of one chain are correlated, so the gains are averaged per chain
+  (equal consecutive blocks) before the paired standard error: a gain that looks
+  significant state by state need not be chain by chain. The log keeps every state's
+  bound and the number of blocks; ``selection_log`` returns the block means."""
+  v0 = np.array([1.0, 1.2, 3.0, 3.1])                   # chains (1.0, 1.2), (3.0, 3.1)
+  step = v0 + np.array([0.30, 0.31, -0.10, -0.09])       # chain gains 0.305, -0.095
+  per_state = np.stack([v0, step])
+  curve = [(0, float(v0.mean())), (10, float(step.mean()))]
+  # State by state: gain 0.105, se sd(0.30, 0.31, -0.10, -0.09) / 2 = 0.1179; z = 0.89.
+  # Chain by chain: the same gain, se |0.305 + 0.095| / sqrt(2) / sqrt(2) = 0.2; z = 0.525.
+  gain, se = am.selection_gains(per_state)
+  assert gain[1] == pytest.approx(0.105) and se[1] == pytest.approx(
+      np.std([0.30, 0.31, -0.10, -0.09], ddof=1) / 2, rel=1e-12)
+  blocks = am.block_means(per_state, 2)
+  np.testing.assert_allclose(blocks, [[1.1, 3.05], [1.405, 2.955]], rtol=1e-12)
+  gain_c, se_c = am.selection_gains(blocks)
+  assert gain_c[1] == pytest.approx(0.105) and se_c[1] == pytest.approx(0.2, rel=1e-12)
+  assert am.selected_step(curve, per_state, 0.7) == 10
+  assert am.selected_step(curve, blocks, 0.7) == 0
+  # The monitor's log format, read back: per-state bounds and the blocks.
+  log = RunDir(tmp_path / "log")
+  for (st, b), v in zip(curve, per_state):
+    log.metrics.append(st, bound_per_particle=b, per_state=v.tolist(), blocks=2)
+  logged, units = am.selection_log(log)
+  assert logged == curve
+  np.testing.assert_allclose(units, blocks, rtol=1e-12)
+  np.testing.assert_allclose(units.mean(axis=1), [b for _, b in curve], rtol=1e-12)
+  log.metrics.append(20, bound_per_particle=2.0, per_state=v0.tolist(), blocks=4)
+  with pytest.raises(ValueError, match="different blocks"):
+    am.selection_log(log)
+  for bad, err in ((3, ValueError), (0, ValueError), (2.0, TypeError)):
+    with pytest.raises(err, match="select_chains"):
+      am.state_blocks(4, bad, "select_chains")
 
 
 def test_divergent_simulation_names_the_step(tmp_path):
