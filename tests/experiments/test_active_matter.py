@@ -477,17 +477,19 @@ def test_dsm_baseline_is_the_dsm_training_run_again(tmp_path):
   slaved-mode score: the tiny run covers it)."""
   cfg = dataclasses.replace(TINY, score_loss="dsm", shift_slaved=False, slaved_mode_degree=-1,
                             dsm_baseline_steps=TINY.train_steps,
-                            dsm_baseline_batch_size=TINY.batch_size, validation=0.125,
-                            selection_margin=0.0)     # (one validation state: no paired errors)
+                            dsm_baseline_batch_size=TINY.batch_size, chains=2,
+                            validation=0.25, selection_margin=2.0)
   summary = am.run(cfg, RunDir(tmp_path / "run"))
-  # One validation state per chain, between the training and the held-out ones; each
-  # network is the one of its highest bound on it.
+  # Two validation states per chain, between the training and the held-out ones; each
+  # network is chosen on them with the gains averaged per chain (2 units, not 4 states).
   assert (summary["train_samples"], summary["validation_samples"],
-          summary["held_out_samples"]) == (5, 1, 2)
-  for name in ("main", "dsm_baseline"):
+          summary["held_out_samples"]) == (8, 4, 4)
+  for name, sub in (("main", "train"), ("dsm_baseline", "train_dsm")):
     sel = summary["selection"][name]
     assert [st for st, _ in sel["curve"]] == [0, 5, 10, 15, 20]
-    assert sel["step"] == am.selected_step(sel["curve"]) and sel["margin"] == 0.0
+    curve, units = am.selection_log(RunDir(tmp_path / "run" / sub / "select"))
+    assert units.shape == (5, 2) and curve == [tuple(c) for c in sel["curve"]]
+    assert sel["step"] == am.selected_step(curve, units, 2.0) and sel["margin"] == 2.0
   assert summary["selection"]["main"] == summary["selection"]["dsm_baseline"]
   assert set(summary["dsm_baseline"]) == {"trained", "N=160"}
   base = summary["dsm_baseline"]["trained"]
