@@ -13,8 +13,10 @@ into 15 training and 5 held-out states; with ``--validation V`` the last V of th
 are not trained on (nor used by the slaved-mode fit) but choose each network: the
 training step with the highest bound on them (``train_score``'s ``select_x``, the
 experiment's ``Config.validation``) among the start and the steps whose gain over it
-exceeds ``--selection-margin`` paired standard errors of the chains' mean gains
-(``Config.selection_margin``; a chain's states are correlated, the chains are not).
+passes a one-sided t test at the level of ``--selection-margin`` normal standard errors
+over the chains' mean gains (``Config.selection_margin``,
+``active_matter.selection_threshold``; a chain's states are correlated, the chains are
+not).
 On the same data, ``experiments.active_matter.train_score`` (the LocalTransformer,
 implicit score matching on g with the exact per-particle divergence, ``score_loss =
 "ism_g_only"``) is trained
@@ -85,7 +87,8 @@ def parse_args(argv):
   parser.add_argument("--validation", type=int, default=0,
                       help="training states per chain that choose the network instead")
   parser.add_argument("--selection-margin", type=float, default=am.Config.selection_margin,
-                      help="paired standard errors a step's validation gain must exceed")
+                      help="the level, in normal standard errors, of the t test a step's "
+                      "validation gain must pass")
   parser.add_argument("--correction-penalty", type=float, nargs="+", default=[0.0],
                       help="lambdas of the on_slaved network's ridge penalty, one row each")
   parser.add_argument("--tag", default="", help="suffix of the results file name")
@@ -238,8 +241,9 @@ def to_markdown(args, rows) -> str:
       + ("; each network is the one of its training steps (the start and every quarter) "
          "with the highest bound on the validation states (step chosen in the last column)"
          + (f", among the start and the steps whose gain over it exceeds "
-            f"{args.selection_margin:g} paired standard errors of the {args.chains} "
-            "chains' mean gains" if args.selection_margin
+            f"{am.selection_threshold(args.selection_margin, args.chains):.3g} paired "
+            f"standard errors of the {args.chains} chains' mean gains (a t test at the level "
+            f"of {args.selection_margin:g} normal standard errors)" if args.selection_margin
             else "")
          if args.validation else ""),
       f"- network and loss: `active_matter.train_score` (LocalTransformer, "

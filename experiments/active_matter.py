@@ -43,7 +43,9 @@ Steps:
    network that is evaluated (early stopping against over-fitting; with
    ``shift_slaved`` the initial network is the slaved-mode score, so the choice is never
    below it on those states, and a trained one replaces it only with a gain of more than
-   ``selection_margin`` paired standard errors over the chains' mean gains on them).
+   ``selection_threshold(selection_margin, chains)`` paired standard errors over the
+   chains' mean gains on them: a t test at the level of ``selection_margin`` normal
+   standard errors).
 3. On held-out samples: the total EPR and its per-particle terms, the lower bound
    ``prod.hypoelliptic_entropy_production_bound`` (valid for any score, equal to the
    rate at the exact score; it needs samples independent of the training data, which
@@ -142,10 +144,11 @@ class Config:
   # last network.
   validation: float = 0.125
   # A trained network is chosen over the start only where its gain on the validation
-  # states exceeds this many paired standard errors, sd(v_s - v_0) / sqrt(C) over the
-  # C chains' mean bounds on their validation states (selected_step; a chain's states
-  # are correlated for about 1/gamma, the chains are independent); 0: the highest
-  # bound, however small its gain.
+  # states passes a one-sided t test at the level of this many normal standard errors
+  # (selection_threshold: 13.97 paired standard errors for 2 chains at 2, 3.31 for 4),
+  # the standard error sd(v_s - v_0) / sqrt(C) over the C chains' mean bounds on their
+  # validation states (selected_step; a chain's states are correlated for about
+  # 1/gamma, the chains are independent); 0: the highest bound, however small its gain.
   selection_margin: float = 2.0
   num_neighbors: int = 16
   width: int = 64
@@ -574,16 +577,34 @@ def selection_gains(per_block) -> tuple[np.ndarray, np.ndarray]:
   return gains.mean(axis=1), gains.std(axis=1, ddof=1) / math.sqrt(units.shape[1])
 
 
+def selection_threshold(margin: float, units: int) -> float:
+  """How many paired standard errors a gain needs over ``units`` independent units: the
+  one-sided Student t quantile with ``units - 1`` degrees of freedom at the level of
+  ``margin`` normal standard errors, ``t.isf(norm.sf(margin), units - 1)`` (margin 2:
+  level 2.3%; 13.97 standard errors for 2 units, 3.31 for 4, 2.18 for 16, toward 2 for
+  many), since the standard error is itself estimated from the units; 0 for margin 0."""
+  margin = float(margin)
+  if not (math.isfinite(margin) and margin >= 0):
+    raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+  if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 2:
+    raise ValueError(f"units must be an int >= 2, got {units!r}")
+  if margin == 0:
+    return 0.0
+  import scipy.stats                                    # (a test dependency elsewhere)
+  return float(scipy.stats.t.isf(scipy.stats.norm.sf(margin), int(units) - 1))
+
+
 def selected_step(curve, per_block=None, margin: float = 0.0) -> int:
   """The step of the network :func:`bound_monitor` keeps, from ``curve = [(step,
   bound), ...]`` whose first entry is the start: the highest bound (the earliest of
   equal ones) among the start and the steps that qualify. With ``margin = 0`` every
   step does; with ``margin > 0`` and ``per_block [len(curve), C]``, each entry's bounds
   on C independent units (:func:`selection_log`), a step qualifies only where its mean
-  gain over the start exceeds ``margin`` paired standard errors (:func:`selection_gains`,
-  a one-sided test of the gain), so that a gain within the noise of the validation
-  states does not replace the start. States of one chain are correlated (for about
-  ``1 / gamma``), so the experiment's units are its chains, not its states."""
+  gain over the start exceeds :func:`selection_threshold` ``(margin, C)`` paired
+  standard errors (:func:`selection_gains`; a one-sided t test of the gain at the level
+  of ``margin`` normal standard errors), so that a gain within the noise of the
+  validation states does not replace the start. States of one chain are correlated (for
+  about ``1 / gamma``), so the experiment's units are its chains, not its states."""
   if not len(curve):
     raise ValueError("curve is empty: no bound was logged")
   margin = float(margin)
@@ -596,7 +617,8 @@ def selected_step(curve, per_block=None, margin: float = 0.0) -> int:
       raise ValueError(f"margin > 0 needs per_block [len(curve) = {len(curve)}, C >= 2], got "
                        f"{shape}")
     gain, se = selection_gains(per_block)
-    qualified = [c for i, c in enumerate(curve) if i == 0 or gain[i] > margin * se[i]]
+    threshold = selection_threshold(margin, shape[1])
+    qualified = [c for i, c in enumerate(curve) if i == 0 or gain[i] > threshold * se[i]]
   return int(max(qualified, key=lambda c: (c[1], -c[0]))[0])
 
 
@@ -690,12 +712,12 @@ def train_score(cfg: Config, params: active.AOUPParams, train_x: np.ndarray, run
   slaved-mode fields), the lower bound per particle on them is logged for the initial
   network and after each chunk (``run_dir / subdir / "select"``, :func:`bound_monitor`)
   and the network returned is the one with the highest, not the last, among the start
-  and the steps whose gain over it exceeds ``cfg.selection_margin`` paired standard
-  errors (:func:`selected_step`) over ``select_chains`` independent units, the equal
-  consecutive blocks of ``select_x`` (one per chain; ``None``: every state its own):
-  early stopping against over-fitting, which never
-  returns a network below the initial one on those states (with ``fields``, the
-  slaved-mode score). Returns ``(net, params)``."""
+  and the steps whose gain over it passes :func:`selected_step`'s t test at the level of
+  ``cfg.selection_margin`` normal standard errors over ``select_chains`` independent
+  units, the equal consecutive blocks of ``select_x`` (one per chain; ``None``: every
+  state its own): early stopping against over-fitting, which never returns a network
+  below the initial one on those states (with ``fields``, the slaved-mode score).
+  Returns ``(net, params)``."""
   if select_x is not None and params.epsilon != 0:
     raise ValueError(f"select_x selects by the eps = 0 bound, got epsilon {params.epsilon}")
   train_dir = RunDir(run_dir.path / subdir)
@@ -1128,8 +1150,9 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
               "samples before each chain's held-out ones, not trained on) at the start and "
               "after each chunk; the network evaluated above is the one at the step in "
               "bold (`train_score`'s `select_x`; a step beats the start only with a gain "
-              f"of more than {cfg.selection_margin:g} paired standard errors of the "
-              f"{cfg.chains} chains' mean gains):", "",
+              f"of more than {selection_threshold(cfg.selection_margin, cfg.chains):.3g} "
+              f"paired standard errors of the {cfg.chains} chains' mean gains, a t test "
+              f"at the level of {cfg.selection_margin:g} normal standard errors):", "",
               "| network | step: bound |", "| --- | --- |"]
     for name, sel in selection.items():
       lines.append(f"| {name} | " + ", ".join(

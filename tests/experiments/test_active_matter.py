@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import shutil
 
 import jax
@@ -277,9 +278,11 @@ def test_validation_states_choose_the_best_network_and_resume(tmp_path):
 
 
 def test_selected_step_needs_a_significant_gain_over_the_start():
-  """A step beats the start only where its mean gain over it on the states exceeds
-  ``margin`` paired standard errors (sample sd of the gains / sqrt(C) over C independent
-  units, here four states); among those that do (and the start) the highest bound wins, the earliest of equal ones."""
+  """A step beats the start only where its mean gain over it exceeds
+  ``selection_threshold(margin, C)`` paired standard errors (sample sd of the gains /
+  sqrt(C) over C independent units, here four states): the one-sided t quantile with C -
+  1 degrees of freedom at the normal level of ``margin``. Among the steps that do (and
+  the start) the highest bound wins, the earliest of equal ones."""
   v0 = np.array([1.0, 2.0, 3.0, 4.0])
   steady = v0 + np.array([0.10, 0.11, 0.09, 0.10])     # gain 0.1, se 0.0041: z = 24.5
   noisy = v0 + np.array([1.0, -0.6, 0.9, -0.5])        # gain 0.2, se 0.4340: z = 0.46
@@ -292,8 +295,24 @@ def test_selected_step_needs_a_significant_gain_over_the_start():
   np.testing.assert_allclose(gain, [0.0, 0.1, 0.2], atol=1e-12)
   np.testing.assert_allclose(se, [0.0, np.sqrt(2e-4 / 3) / 2, np.sqrt(2.26 / 3) / 2],
                              rtol=1e-12, atol=1e-15)
+  # The thresholds against closed forms of the t quantile: 1 degree of freedom (Cauchy)
+  # tan(pi (1/2 - p)), 2: (1 - 2 p) / sqrt(2 p (1 - p)); p = erfc(margin / sqrt 2) / 2.
+  p = lambda m: 0.5 * math.erfc(m / math.sqrt(2))
+  for m in (0.3, 1.0, 2.0, 3.0):
+    assert am.selection_threshold(m, 2) == pytest.approx(math.tan(math.pi * (0.5 - p(m))),
+                                                         rel=1e-9)
+    assert am.selection_threshold(m, 3) == pytest.approx(
+        (1 - 2 * p(m)) / math.sqrt(2 * p(m) * (1 - p(m))), rel=1e-9)
+  # (the numbers of its docstring; toward the margin itself for many units)
+  assert [round(am.selection_threshold(2.0, c), 2) for c in (2, 4, 16)] == [13.97, 3.31, 2.18]
+  assert am.selection_threshold(2.0, 10_000) == pytest.approx(2.0, rel=1e-3)
+  assert am.selection_threshold(0.0, 2) == 0.0
+  for bad in ((-1.0, 4), (float("nan"), 4), (2.0, 1), (2.0, 2.5)):
+    with pytest.raises(ValueError, match="margin|units"):
+      am.selection_threshold(*bad)
+  # Four units: 0.3 -> 0.33 standard errors, 2 -> 3.31, 30 -> 3e65.
   assert am.selected_step(curve) == 20                  # margin 0: the highest bound
-  assert am.selected_step(curve, per_state, 0.4) == 20
+  assert am.selected_step(curve, per_state, 0.3) == 20
   assert am.selected_step(curve, per_state, 2.0) == 10
   assert am.selected_step(curve, per_state, 30.0) == 0
   assert am.selected_step([(0, 2.5), (10, 2.6), (20, 2.6)]) == 10
@@ -324,8 +343,9 @@ def test_selection_counts_each_chain_once(tmp_path):
   step = v0 + np.array([0.30, 0.31, -0.10, -0.09])       # chain gains 0.305, -0.095
   per_state = np.stack([v0, step])
   curve = [(0, float(v0.mean())), (10, float(step.mean()))]
-  # State by state: gain 0.105, se sd(0.30, 0.31, -0.10, -0.09) / 2 = 0.1179; z = 0.89.
-  # Chain by chain: the same gain, se |0.305 + 0.095| / sqrt(2) / sqrt(2) = 0.2; z = 0.525.
+  # State by state: gain 0.105, se sd(0.30, 0.31, -0.10, -0.09) / 2 = 0.1179; z = 0.89,
+  # above the threshold for margin 0.7 with 3 degrees of freedom, 0.80. Chain by chain:
+  # the same gain, se |0.305 + 0.095| / sqrt(2) / sqrt(2) = 0.2; z = 0.525, below 1.05.
   gain, se = am.selection_gains(per_state)
   assert gain[1] == pytest.approx(0.105) and se[1] == pytest.approx(
       np.std([0.30, 0.31, -0.10, -0.09], ddof=1) / 2, rel=1e-12)
