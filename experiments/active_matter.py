@@ -279,9 +279,7 @@ class Config:
       raise ValueError("held_out leaves no held-out sample per chain")
     if not 0 <= self.validation < 1:
       raise ValueError(f"validation must lie in [0, 1), got {self.validation}")
-    if not (math.isfinite(self.selection_margin) and self.selection_margin >= 0):
-      raise ValueError(f"selection_margin must be a finite number >= 0, got "
-                       f"{self.selection_margin}")
+    _check_margin(self.selection_margin, "selection_margin")
     if self.validation and self.samples_per_chain * self.validation < 1:
       raise ValueError("validation leaves no validation sample per chain; set it to 0 to "
                        "train on them")
@@ -577,20 +575,25 @@ def selection_gains(per_block) -> tuple[np.ndarray, np.ndarray]:
   return gains.mean(axis=1), gains.std(axis=1, ddof=1) / math.sqrt(units.shape[1])
 
 
+def _check_margin(margin, name: str = "margin") -> float:
+  margin = float(margin)
+  if not (math.isfinite(margin) and margin >= 0):
+    raise ValueError(f"{name} must be a finite number >= 0, got {margin}")
+  return margin
+
+
 def selection_threshold(margin: float, units: int) -> float:
   """How many paired standard errors a gain needs over ``units`` independent units: the
   one-sided Student t quantile with ``units - 1`` degrees of freedom at the level of
   ``margin`` normal standard errors, ``t.isf(norm.sf(margin), units - 1)`` (margin 2:
   level 2.3%; 13.97 standard errors for 2 units, 3.31 for 4, 2.18 for 16, toward 2 for
   many), since the standard error is itself estimated from the units; 0 for margin 0."""
-  margin = float(margin)
-  if not (math.isfinite(margin) and margin >= 0):
-    raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+  margin = _check_margin(margin)
   if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 2:
     raise ValueError(f"units must be an int >= 2, got {units!r}")
   if margin == 0:
     return 0.0
-  import scipy.stats                                    # (a test dependency elsewhere)
+  import scipy.stats                                    # (only a margin needs it)
   return float(scipy.stats.t.isf(scipy.stats.norm.sf(margin), int(units) - 1))
 
 
@@ -607,9 +610,7 @@ def selected_step(curve, per_block=None, margin: float = 0.0) -> int:
   about ``1 / gamma``), so the experiment's units are its chains, not its states."""
   if not len(curve):
     raise ValueError("curve is empty: no bound was logged")
-  margin = float(margin)
-  if not (math.isfinite(margin) and margin >= 0):
-    raise ValueError(f"margin must be a finite number >= 0, got {margin}")
+  margin = _check_margin(margin)
   qualified = list(curve)
   if margin > 0:
     shape = None if per_block is None else np.shape(per_block)
