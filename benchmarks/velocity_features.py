@@ -202,7 +202,7 @@ def measure(args):
           if val is not None:
             curve, states = am.selection_log(RunDir(Path(tmp) / "run" / "train" / "select"))
             chosen = (am.selected_step(curve, states, cfg.selection_margin), curve,
-                      am.selection_gains(states))
+                      am.selection_gains(states) if states.shape[1] > 1 else None)
         per = lambda name: (tuple(jnp.asarray(a, jnp.float32) for a in fields[name])
                             if on_slaved else None)
         bound_terms = lambda x, name: np.asarray(jax.jit(
@@ -292,8 +292,9 @@ def to_markdown(args, rows) -> str:
               "| score_features | validation curve | gain / paired standard error |",
               "|---|---|---|"]
     lines += [f"| {name} | " + ", ".join(f"{st:,}: {b:.4f}" for st, b in curve) + " | "
-              + ", ".join(f"{st:,}: {g:+.5f} / {e:.5f}"
-                          for (st, _), g, e in zip(curve[1:], *(a[1:] for a in gains)))
+              + (", ".join(f"{st:,}: {g:+.5f} / {e:.5f}"
+                           for (st, _), g, e in zip(curve[1:], *(a[1:] for a in gains)))
+                 if gains is not None else "- (one chain)")
               + " |" for name, curve, gains in curves]
   lines += ["", "By local packing (`active.packing_groups`): share of particles, and per "
             "particle the lower bound / the score-free rate:", "",

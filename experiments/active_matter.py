@@ -535,10 +535,14 @@ def state_blocks(n_states: int, blocks: Optional[int], name: str = "blocks") -> 
   return int(blocks)
 
 
-def block_means(per_state, blocks: int) -> np.ndarray:
-  """``[S, blocks]``: the means of ``per_state [S, V]`` over ``blocks`` equal consecutive
-  blocks of its V states (float64)."""
+def block_means(per_state, blocks: Optional[int]) -> np.ndarray:
+  """``[S, blocks]``: the means of ``per_state [S, V]`` (bounds per particle, nats per
+  unit time) over ``blocks`` equal consecutive blocks of its V states, float64
+  (``None``: every state its own block, :func:`state_blocks`)."""
   states = np.asarray(per_state, np.float64)
+  if states.ndim != 2:
+    raise ValueError(f"per_state must be [S, V], got shape {states.shape}")
+  blocks = state_blocks(states.shape[1], blocks)
   return states.reshape(states.shape[0], blocks, -1).mean(axis=-1)
 
 
@@ -559,7 +563,7 @@ def selection_log(log_dir: RunDir) -> tuple[list[tuple[int, float]], np.ndarray]
   blocks = {r.get("blocks", states.shape[1]) for r in records}
   if len(blocks) != 1:
     raise ValueError(f"{log_dir.path} logs entries with different blocks {sorted(blocks)}")
-  return curve, block_means(states, state_blocks(states.shape[1], blocks.pop()))
+  return curve, block_means(states, blocks.pop())
 
 
 def selection_gains(per_block) -> tuple[np.ndarray, np.ndarray]:
@@ -595,6 +599,16 @@ def selection_threshold(margin: float, units: int) -> float:
     return 0.0
   import scipy.stats                                    # (only a margin needs it)
   return float(scipy.stats.t.isf(scipy.stats.norm.sf(margin), int(units) - 1))
+
+
+def _selection_rule(cfg: Config) -> str:
+  """The choice rule of ``cfg``, in words, for ``table.md``."""
+  if not cfg.selection_margin:
+    return "the highest bound, with no margin"
+  return (f"a step beats the start only with a gain of more than "
+          f"{selection_threshold(cfg.selection_margin, cfg.chains):.3g} paired standard "
+          f"errors of the {cfg.chains} chains' mean gains, a t test at the level of "
+          f"{cfg.selection_margin:g} normal standard errors")
 
 
 def selected_step(curve, per_block=None, margin: float = 0.0) -> int:
@@ -1150,10 +1164,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     lines += ["", f"Lower bound per particle on the {len(val_x)} validation states (the "
               "samples before each chain's held-out ones, not trained on) at the start and "
               "after each chunk; the network evaluated above is the one at the step in "
-              "bold (`train_score`'s `select_x`; a step beats the start only with a gain "
-              f"of more than {selection_threshold(cfg.selection_margin, cfg.chains):.3g} "
-              f"paired standard errors of the {cfg.chains} chains' mean gains, a t test "
-              f"at the level of {cfg.selection_margin:g} normal standard errors):", "",
+              f"bold (`train_score`'s `select_x`; {_selection_rule(cfg)}):", "",
               "| network | step: bound |", "| --- | --- |"]
     for name, sel in selection.items():
       lines.append(f"| {name} | " + ", ".join(

@@ -369,6 +369,17 @@ def test_selection_counts_each_chain_once(tmp_path):
   for bad, err in ((3, ValueError), (0, ValueError), (2.0, TypeError)):
     with pytest.raises(err, match="select_chains"):
       am.state_blocks(4, bad, "select_chains")
+  with pytest.raises(ValueError, match="blocks"):
+    am.block_means(per_state, 3)
+  with pytest.raises(ValueError, match="per_state"):
+    am.block_means(v0, 2)
+  # The rule as table.md states it: also for one chain without a margin, and with the
+  # t threshold otherwise.
+  one = dataclasses.replace(TINY, validation=0.125, selection_margin=0.0)
+  one.validate()
+  assert am._selection_rule(one) == "the highest bound, with no margin"
+  assert "3.31 paired standard errors of the 4 chains" in am._selection_rule(
+      dataclasses.replace(TINY, chains=4, validation=0.125, selection_margin=2.0))
 
 
 def test_divergent_simulation_names_the_step(tmp_path):
