@@ -239,13 +239,8 @@ def to_markdown(args, rows) -> str:
       + f"and {5 * args.chains} held-out states from the second "
       f"half (dense share {rows[0]['dense']:.3f})"
       + ("; each network is the one of its training steps (the start and every quarter) "
-         "with the highest bound on the validation states (step chosen in the last column)"
-         + (f", among the start and the steps whose gain over it exceeds "
-            f"{am.selection_threshold(args.selection_margin, args.chains):.3g} paired "
-            f"standard errors of the {args.chains} chains' mean gains (a t test at the level "
-            f"of {args.selection_margin:g} normal standard errors)" if args.selection_margin
-            else "")
-         if args.validation else ""),
+         "chosen by its bound on the validation states (step chosen in the last column): "
+         + am.selection_rule(args.selection_margin, args.chains) if args.validation else ""),
       f"- network and loss: `active_matter.train_score` (LocalTransformer, "
       f"{cfg.num_neighbors} neighbours, width {args.width}, depth {args.depth}, g-shift, "
       f"implicit score matching on g), {args.steps:,} Adam steps (cosine from "

@@ -601,14 +601,16 @@ def selection_threshold(margin: float, units: int) -> float:
   return float(scipy.stats.t.isf(scipy.stats.norm.sf(margin), int(units) - 1))
 
 
-def _selection_rule(cfg: Config) -> str:
-  """The choice rule of ``cfg``, in words, for ``table.md``."""
-  if not cfg.selection_margin:
+def selection_rule(margin: float, units: int) -> str:
+  """:func:`selected_step`'s rule at ``margin`` with ``units`` independent chains, in
+  words (for ``table.md`` and the benchmarks' tables)."""
+  margin = _check_margin(margin)
+  if not margin:
     return "the highest bound, with no margin"
   return (f"a step beats the start only with a gain of more than "
-          f"{selection_threshold(cfg.selection_margin, cfg.chains):.3g} paired standard "
-          f"errors of the {cfg.chains} chains' mean gains, a t test at the level of "
-          f"{cfg.selection_margin:g} normal standard errors")
+          f"{selection_threshold(margin, units):.3g} paired standard errors of the "
+          f"{units} chains' mean gains, a t test at the level of {margin:g} normal "
+          f"standard errors")
 
 
 def selected_step(curve, per_block=None, margin: float = 0.0) -> int:
@@ -1164,7 +1166,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     lines += ["", f"Lower bound per particle on the {len(val_x)} validation states (the "
               "samples before each chain's held-out ones, not trained on) at the start and "
               "after each chunk; the network evaluated above is the one at the step in "
-              f"bold (`train_score`'s `select_x`; {_selection_rule(cfg)}):", "",
+              f"bold (`train_score`'s `select_x`; {selection_rule(cfg.selection_margin, cfg.chains)}):", "",
               "| network | step: bound |", "| --- | --- |"]
     for name, sel in selection.items():
       lines.append(f"| {name} | " + ", ".join(

@@ -377,9 +377,11 @@ def test_selection_counts_each_chain_once(tmp_path):
   # t threshold otherwise.
   one = dataclasses.replace(TINY, validation=0.125, selection_margin=0.0)
   one.validate()
-  assert am._selection_rule(one) == "the highest bound, with no margin"
-  assert "3.31 paired standard errors of the 4 chains" in am._selection_rule(
-      dataclasses.replace(TINY, chains=4, validation=0.125, selection_margin=2.0))
+  assert am.selection_rule(one.selection_margin, one.chains) == (
+      "the highest bound, with no margin")
+  assert "3.31 paired standard errors of the 4 chains" in am.selection_rule(2.0, 4)
+  with pytest.raises(ValueError, match="margin"):
+    am.selection_rule(-1.0, 4)
 
 
 def test_divergent_simulation_names_the_step(tmp_path):
