@@ -1166,7 +1166,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     lines += ["", f"Lower bound per particle on the {len(val_x)} validation states (the "
               "samples before each chain's held-out ones, not trained on) at the start and "
               "after each chunk; the network evaluated above is the one at the step in "
-              f"bold (`train_score`'s `select_x`; {selection_rule(cfg.selection_margin, cfg.chains)}):", "",
+              "bold (`train_score`'s `select_x`; "
+              f"{selection_rule(cfg.selection_margin, cfg.chains)}):", "",
               "| network | step: bound |", "| --- | --- |"]
     for name, sel in selection.items():
       lines.append(f"| {name} | " + ", ".join(
