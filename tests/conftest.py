@@ -22,8 +22,9 @@ def suite_xla_flags(flags: str, jaxlib: tuple[int, ...], legacy_emitters: bool =
   unknown flag aborts the process) the older per-op code emitters instead of the MLIR
   fusion emitters: the suite spends most of its time compiling, and both make that
   faster. What a test checks does not depend on them, with one exception found: the
-  QARL experiment's training program, compiled this way, returns NaN after its first
-  SAC update (it does not with either flag alone, nor does ``sac_update`` alone), so
+  QARL experiment's training program, compiled this way, gets a NaN critic loss from
+  one of its vmapped adversary SAC updates on a finite batch (it does not with either
+  flag alone, nor does ``sac_update`` compiled alone), so
   tests/experiments/test_qarl.py runs it in a subprocess without the emitter flag.
   ``ENTROPYLAB_TEST_LEGACY_EMITTERS=0`` leaves the emitters alone for a whole run."""
   wanted = ["--xla_force_host_platform_device_count=4", "--xla_backend_optimization_level=0"]

@@ -38,8 +38,8 @@ def test_tiny_run_summary_and_resume_after_kill(tmp_path, monkeypatch):
     # aborted the long-lived xdist worker while compiling this run's evaluation after
     # the resume (never when the file runs alone), which also stalled the suite; here
     # such a crash is this test's failure, with its output. XLA compiles this run's
-    # training program wrongly under the suite's older emitters (NaN after the first SAC
-    # update; tests/conftest.py), so the subprocess goes without them.
+    # training program wrongly under the suite's older emitters (a NaN SAC loss from a
+    # finite batch; tests/conftest.py), so the subprocess goes without them.
     root = Path(__file__).resolve().parents[2]
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
                      if not f.startswith("--xla_cpu_use_fusion_emitters"))
