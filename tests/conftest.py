@@ -6,6 +6,9 @@ import os
 import shutil
 import tempfile
 
+# XLA:CPU's older per-op emitters instead of the MLIR fusion emitters (suite_xla_flags).
+LEGACY_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+
 
 def _jaxlib_version() -> tuple[int, ...]:
   from importlib import metadata
@@ -34,7 +37,6 @@ def suite_xla_flags(flags: str, jaxlib: tuple[int, ...], legacy_emitters: bool =
   return " ".join(flags.split() + [f for f in wanted if f.split("=")[0] not in present])
 
 
-LEGACY_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
 os.environ["XLA_FLAGS"] = suite_xla_flags(
     os.environ.get("XLA_FLAGS", ""), _jaxlib_version(),
     os.environ.get("ENTROPYLAB_TEST_LEGACY_EMITTERS", "1") != "0")
