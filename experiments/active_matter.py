@@ -983,10 +983,11 @@ def evaluate_slaved_modes(params: active.AOUPParams, x: np.ndarray,
                           fields: tuple[np.ndarray, np.ndarray]) -> dict:
   """The slaved-mode score's lower bound on ``x [B, 2, N, 2]`` from its ``fields``
   (:func:`slaved_mode_fields`): per particle ``2 gamma (g_i . f_i - div_i f) - gamma
-  |f_i|^2`` (``prod.linear_self_propulsion_bound``), the mean total per particle, the
-  terms ``[B, N]`` and their means by local packing."""
+  |f_i|^2`` (``prod.self_propulsion_bound_terms``, in float64), the mean total per
+  particle, the terms ``[B, N]`` and their means by local packing."""
   f, div = fields
-  local = params.gamma * (2 * (np.sum(x[:, 1] * f, -1) - div) - np.sum(f * f, -1))
+  local = prod.self_propulsion_bound_terms(np.asarray(x[:, 1], np.float64), f, div,
+                                           params.gamma)
   total = float(local.sum(axis=1).mean())
   if not math.isfinite(total):
     raise FloatingPointError(f"the slaved-mode bound is {total}")

@@ -53,6 +53,7 @@ from entropylab.production.score import (
     probability_flow_velocity,
     score_free_entropy_production,
     self_divergence,
+    self_propulsion_bound_terms,
     stationarity_residual,
 )
 from entropylab.production.sde import euler_maruyama, simulate_ou
@@ -95,6 +96,7 @@ __all__ = [
     "sample_ou_pairs",
     "score_free_entropy_production",
     "self_divergence",
+    "self_propulsion_bound_terms",
     "simulate_aoup",
     "simulate_ou",
     "stationarity_residual",

@@ -262,3 +262,29 @@ def test_bad_input_is_refused():
     prod.linear_self_propulsion_bound(position_and_g_basis, jnp.ones(3), x, 0.1)
   with pytest.raises(ValueError, match="coefficients has non-finite"):
     prod.linear_self_propulsion_bound(position_and_g_basis, jnp.array([1.0, jnp.nan]), x, 0.1)
+
+
+def test_bound_terms_from_a_field_match_the_bound_of_its_score(x64):
+  """``self_propulsion_bound_terms`` of ``f = tanh(x W) + A g`` (divergence ``tr A`` per
+  particle, written out by hand) equals, particle by particle, the bound that
+  ``hypoelliptic_entropy_production_bound`` computes for the score ``s_g = -g + f`` with
+  forward-mode divergences; NumPy float64 input stays NumPy float64, and it jits."""
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(6, 2, 9, 2))
+  w, a, gamma = rng.normal(size=(2, 2)), rng.normal(size=(2, 2)), 0.2
+  field = lambda s: jnp.tanh(s[0] @ w) + s[1] @ a.T
+
+  def score(state, query=None, shift=None):
+    z = state if query is None else state[:, query]
+    z = z if shift is None else z + shift
+    return jnp.stack([jnp.zeros_like(z[0]), field(z) - z[1]])
+
+  f = np.stack([np.asarray(field(jnp.asarray(s))) for s in x])
+  div = np.full(x.shape[:1] + x.shape[2:3], np.trace(a))
+  terms = prod.self_propulsion_bound_terms(x[:, 1], f, div, gamma)
+  assert isinstance(terms, np.ndarray) and terms.dtype == np.float64
+  reference = np.asarray(prod.hypoelliptic_entropy_production_bound(score, jnp.asarray(x),
+                                                                    gamma, local=True))
+  np.testing.assert_allclose(terms, reference, rtol=1e-9, atol=1e-12)
+  jitted = jax.jit(prod.self_propulsion_bound_terms)(x[:, 1], f, div, gamma)
+  np.testing.assert_allclose(np.asarray(jitted), terms, rtol=1e-9)
