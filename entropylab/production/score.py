@@ -37,7 +37,8 @@ turns the implicit loss of any ``g``-score into a lower bound on the rate, exact
 score, which tells how close a learned score is; :func:`fit_linear_self_propulsion_score`
 maximises it in closed form over a linear family of scores (from the moments of
 :func:`linear_self_propulsion_moments`), and :func:`linear_self_propulsion_bound`
-evaluates it on held-out samples.
+evaluates it on held-out samples; :func:`self_propulsion_bound_terms` gives its
+per-particle terms from any field :math:`f = s_g + g` and divergences already computed.
 """
 
 from __future__ import annotations
