@@ -54,8 +54,10 @@ Steps:
    (``active.aoup_score_free_entropy_production``: at eps = 0 the mean phase-space
    contraction of the positions, exact in expectation, no network), means per
    particle grouped by local packing (dilute,
-   intermediate: the interfaces, dense), a map of both binned over the box
-   (``local_epr.png``, beside the particle density), and the stationarity residual
+   intermediate: the interfaces, dense) and by each particle's count of centres within
+   three radii (:func:`packing_profile`, a table and a panel of ``local_epr.png``), a
+   map of both binned over the box (``local_epr.png``, beside the particle density),
+   and the stationarity residual
    E[v . s] / E[|v| |s|]. With eps = 0 (and ``slaved_mode_degree >= 0``), also the
    slaved-mode score, which needs no network (fitted before step 2, so that with
    ``shift_slaved``, the default, the network learns its correction, ``s_g = -g + f +
@@ -826,7 +828,9 @@ def _evaluation_program(net, params: active.AOUPParams, cfg: Config) -> Callable
            # are measured against.
            "free": active.aoup_score_free_entropy_production(
                x, params, local=True, max_neighbors=64, max_per_cell=48),  # [B, N]
-           "groups": active.packing_groups(x[:, 0], params)}
+           # each particle's local packing, for the groups and the profile
+           "packing": jax.lax.map(lambda z: active.local_packing_fraction(z, params),
+                                  x[:, 0])}
     if params.epsilon == 0:
       out["bound"] = network_bound(net, net_params, params, cfg, x, fields)     # [B, N]
     return out
@@ -864,8 +868,11 @@ def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
     out.update(bound_total=total_bound, bound_per_particle=total_bound / x.shape[2],
                bound_local=bound)
   # Where it is produced: per-particle means over particles grouped by local packing
-  # (phase_fractions' thresholds; the middle group holds the cluster interfaces).
-  groups = {name: np.asarray(mask) for name, mask in arrays["groups"].items()}
+  # (phase_fractions' thresholds; the middle group holds the cluster interfaces), and
+  # in finer bins of it.
+  packing = np.asarray(arrays["packing"])
+  groups = active.group_by_packing(packing)
+  out.update(packing=packing, score_free_local=free)
   out["by_packing"] = {
       name: {"share": float(mask.mean()),
              "epr": float(per_particle[mask].mean()) if mask.any() else None,
@@ -874,6 +881,55 @@ def evaluate(net, net_params, params: active.AOUPParams, x: np.ndarray,
              "score_free": float(free[mask].mean()) if mask.any() else None}
       for name, mask in groups.items()}
   return out
+
+
+# local_packing_fraction per centre within its default probe (R = 3a, d = 2): (a / R)^d.
+PACKING_PER_CENTRE = (1 / 3) ** 2
+
+
+def packing_profile(packing: np.ndarray, columns: Mapping[str, Optional[np.ndarray]],
+                    per_centre: float = PACKING_PER_CENTRE) -> list[dict]:
+  """Per-particle means by local packing: ``packing [B, N]``
+  (``active.local_packing_fraction`` of each particle, a count of centres within the
+  probe times ``per_centre``) and per-particle ``columns`` ``{name: [B, N]}`` (``None``
+  columns left out) -> one row per count ``k`` from 1 to the largest,
+  ``{"centres": k, "packing": k per_centre, "share": fraction of the particles, name:
+  mean or None where no particle has that count}``. Shows whether the entropy is
+  produced at the intermediate packing of the cluster interfaces or in the dense bulk;
+  the share-weighted means give back each column's mean per particle."""
+  packing = np.asarray(packing, np.float64)
+  if not per_centre > 0:
+    raise ValueError(f"per_centre must be > 0, got {per_centre}")
+  if packing.size == 0 or not np.all(np.isfinite(packing)):
+    raise ValueError("packing must be a non-empty array of finite values")
+  counts = np.rint(packing / per_centre).astype(int)
+  if np.any(counts < 1) or not np.allclose(counts * per_centre, packing, rtol=1e-5):
+    raise ValueError(f"packing must be whole multiples (>= 1) of per_centre = {per_centre}")
+  cols = {k: np.asarray(v, np.float64) for k, v in columns.items() if v is not None}
+  for k, v in cols.items():
+    if v.shape != packing.shape:
+      raise ValueError(f"column {k!r} has shape {v.shape}, packing {packing.shape}")
+  rows = []
+  for k in range(1, int(counts.max()) + 1):
+    mask = counts == k
+    row = {"centres": k, "packing": round(k * per_centre, 6), "share": float(mask.mean())}
+    row.update({name: float(v[mask].mean()) if mask.any() else None
+                for name, v in cols.items()})
+    rows.append(row)
+  return rows
+
+
+# The per-particle arrays [B, N] that evaluate() returns beside its numbers.
+PER_PARTICLE_ARRAYS = ("per_particle", "bound_local", "packing", "score_free_local")
+
+
+def _profile_of(result: dict) -> list[dict]:
+  """:func:`packing_profile` of an :func:`evaluate` result (with the slaved-mode bound's
+  terms under ``result["slaved"]["local"]`` where there are any)."""
+  slaved = result["slaved"]["local"] if "slaved" in result else None
+  return packing_profile(result["packing"], {
+      "epr": result["per_particle"], "bound": result["bound_local"],
+      "slaved_bound": slaved, "score_free": result["score_free_local"]})
 
 
 # Slaving orders of the slaved-mode score (`active.local_slaved_mode_basis`).
@@ -991,7 +1047,7 @@ def evaluate_slaved_modes(params: active.AOUPParams, x: np.ndarray,
   total = float(local.sum(axis=1).mean())
   if not math.isfinite(total):
     raise FloatingPointError(f"the slaved-mode bound is {total}")
-  groups = active.packing_groups(jnp.asarray(x[:, 0]), params)
+  groups = active.packing_groups(x[:, 0], params)
   return {"bound_per_particle": total / x.shape[2], "local": local,
           "by_packing": {name: float(local[np.asarray(m)].mean()) if np.any(m) else None
                          for name, m in groups.items()}}
@@ -1065,6 +1121,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
   evaluate_baseline("trained", params, test_x)
   if slaved_c is not None:
     main["slaved"] = evaluate_slaved_modes(params, test_x, test_fields)
+  main["profile"] = _profile_of(main)
   lap("evaluate_s")
   records = list(RunDir(run_dir.path / "train").metrics.records())
   losses = [r["loss"] for r in records]
@@ -1074,7 +1131,7 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
             and (sub == "train" or baseline is not None)}
   curves = {name: curve for name, curve in curves.items() if curve}
   _plot_map(cfg, params, test_x, main["per_particle"], main["bound_local"], run_dir,
-            main["slaved"]["local"] if "slaved" in main else None)
+            main["slaved"]["local"] if "slaved" in main else None, main["profile"])
   _plot_training([r["step"] for r in records], losses, curves, run_dir)
 
   transfer = {}
@@ -1091,10 +1148,11 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     result = evaluate(net, net_params, p, held, cfg, fields if on_slaved else None)
     evaluate_baseline(label, p, held)
     if slaved_c is not None:
-      result["slaved"] = {k: v for k, v in evaluate_slaved_modes(p, held, fields).items()
-                          if k != "local"}
-    transfer[label] = {k: v for k, v in result.items()
-                       if k not in ("per_particle", "bound_local")}
+      result["slaved"] = evaluate_slaved_modes(p, held, fields)
+    result["profile"] = _profile_of(result)
+    if "slaved" in result:
+      result["slaved"] = {k: v for k, v in result["slaved"].items() if k != "local"}
+    transfer[label] = {k: v for k, v in result.items() if k not in PER_PARTICLE_ARRAYS}
     transfer[label].update(dense=relax[-1]["dense"], dilute=relax[-1]["dilute"])
   lap("transfer_s")
   clock.pop("start")
@@ -1122,6 +1180,17 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
     lines.append(f"| {label} | " + " | ".join(
         f"{g['share']:.2f}: {fmt(g['epr'])} / {fmt(g['bound'])} / {fmt(g['score_free'])}"
         for g in (r["by_packing"][k] for k in ("dilute", "intermediate", "dense"))) + " |")
+  names = [("epr", "plug-in EPR"), ("bound", "lower bound"),
+           ("slaved_bound", "slaved-mode bound"), ("score_free", "score-free term")]
+  for label, _, _, r in rows:
+    cols = [(k, title) for k, title in names if k in r["profile"][0]]
+    lines += ["", f"{label}: per-particle means by the number of centres within 3 radii "
+              "(itself included; local packing = that number / 9; `packing_profile`):", "",
+              "| centres | local packing | share | " + " | ".join(t for _, t in cols) + " |",
+              "| ---: | ---: | ---: | " + " | ".join("---:" for _ in cols) + " |"]
+    lines += [f"| {b['centres']} | {b['packing']:.3f} | {b['share']:.3f} | "
+              + " | ".join(fmt(b[k]) for k, _ in cols) + " |"
+              for b in r["profile"] if b["share"] > 0]
   slaved_rows = [(label, r["slaved"]) for label, _, _, r in rows if "slaved" in r]
   if slaved_rows:
     lines += ["", "Slaved-mode score, no network: `active.local_slaved_mode_basis` with "
@@ -1191,6 +1260,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
       "bound_per_particle": main["bound_per_particle"],
       "score_free_per_particle": main["score_free_per_particle"],
       "by_packing": main["by_packing"],
+      # per-particle means in bins of local packing (`packing_profile`)
+      "packing_profile": main["profile"],
       "slaved_mode_bound_per_particle": (main["slaved"]["bound_per_particle"]
                                          if "slaved" in main else None),
       "slaved_mode_by_packing": main["slaved"]["by_packing"] if "slaved" in main else None,
@@ -1212,7 +1283,8 @@ def run(cfg: Config, run_dir: RunDir, resume: bool = False) -> Mapping[str, obje
 
 def _plot_map(cfg: Config, params: active.AOUPParams, x: np.ndarray, per_particle: np.ndarray,
               bound: Optional[np.ndarray], run_dir: RunDir,
-              slaved: Optional[np.ndarray] = None) -> None:
+              slaved: Optional[np.ndarray] = None,
+              profile: Optional[list[dict]] = None) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -1233,7 +1305,9 @@ def _plot_map(cfg: Config, params: active.AOUPParams, x: np.ndarray, per_particl
     panels.append((binned(bound), "mean per-particle lower bound", "magma"))
   if slaved is not None:
     panels.append((binned(slaved), "slaved-mode lower bound", "magma"))
-  fig, axes = plt.subplots(1, 1 + len(panels), figsize=(4.7 * (1 + len(panels)), 4.2))
+  extra = profile is not None
+  fig, axes = plt.subplots(1, 1 + len(panels) + extra,
+                           figsize=(4.7 * (1 + len(panels) + extra), 4.2))
   last = x[-1, 0]
   sc = axes[0].scatter(last[:, 0], last[:, 1], c=per_particle[-1], s=6, cmap="magma")
   fig.colorbar(sc, ax=axes[0], label="per-particle EPR")
@@ -1242,8 +1316,26 @@ def _plot_map(cfg: Config, params: active.AOUPParams, x: np.ndarray, per_particl
     im = ax.imshow(data.T, origin="lower", extent=(-half, half, -half, half), cmap=cmap)
     fig.colorbar(im, ax=ax)
     ax.set_title(title)
-  for ax in axes:
+  for ax in axes[:1 + len(panels)]:
     ax.set_aspect("equal")
+  if extra:
+    ax = axes[-1]
+    kept = [b for b in profile if b["share"] > 0]
+    centre = [b["packing"] for b in kept]
+    for key, label in (("epr", "plug-in"), ("bound", "lower bound"),
+                       ("slaved_bound", "slaved-mode bound"), ("score_free", "score-free")):
+      if key in kept[0]:
+        ax.plot(centre, [b[key] for b in kept], marker="o", ms=3, label=label)
+    share = ax.twinx()
+    share.bar(centre, [b["share"] for b in kept], width=0.8 * PACKING_PER_CENTRE, alpha=0.15,
+              color="grey")
+    share.set_ylabel("share of particles")
+    ax.set_zorder(share.get_zorder() + 1)
+    ax.patch.set_visible(False)
+    ax.set_xlabel("local packing")
+    ax.set_ylabel("per-particle rate")
+    ax.set_title("by local packing")
+    ax.legend(fontsize=7)
   fig.suptitle(f"MIPS, N={cfg.n_particles}, phi={cfg.packing_fraction}, v0={cfg.v0}, "
                f"gamma={cfg.gamma}")
   fig.tight_layout()

@@ -1229,11 +1229,23 @@ def packing_groups(x, params: AOUPParams, dense: float = 0.7, dilute: float = 0.
   x = _checks.as_float_array(x, "x")
   if x.ndim < 2:
     raise ValueError(f"x must be [..., N, d] positions, got shape {x.shape}")
-  if not 0 <= dilute < dense:
-    raise ValueError(f"need 0 <= dilute < dense, got dilute={dilute}, dense={dense}")
+  _check_thresholds(dense, dilute)
   flat = x.reshape((-1,) + x.shape[-2:])
   local = jnp.stack([local_packing_fraction(z, params, probe) for z in flat])
-  local = local.reshape(x.shape[:-1])
+  return group_by_packing(local.reshape(x.shape[:-1]), dense, dilute)
+
+
+def _check_thresholds(dense, dilute) -> None:
+  if not 0 <= dilute < dense:
+    raise ValueError(f"need 0 <= dilute < dense, got dilute={dilute}, dense={dense}")
+
+
+def group_by_packing(local, dense: float = 0.7, dilute: float = 0.3) -> dict:
+  """:func:`packing_groups` from local packing fractions already computed (by
+  :func:`local_packing_fraction`): ``local [...]`` -> ``{"dilute", "intermediate",
+  "dense"}`` boolean masks of the same shape (``<= dilute``, strictly between, ``>=
+  dense``). NumPy input gives NumPy masks, JAX input JAX masks."""
+  _check_thresholds(dense, dilute)
   return {"dilute": local <= dilute, "intermediate": (local > dilute) & (local < dense),
           "dense": local >= dense}
 
@@ -1270,6 +1282,7 @@ __all__ = [
     "aoup_score_free_entropy_production",
     "box_half_width",
     "dense_position_jacobian",
+    "group_by_packing",
     "harmonic_self_propulsion_score",
     "interaction_cutoff",
     "local_packing_fraction",

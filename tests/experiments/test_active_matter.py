@@ -109,6 +109,21 @@ def test_tiny_run_reports_the_hypoelliptic_rate_and_resumes(tmp_path):
                      ("bound", summary["bound_per_particle"]),
                      ("score_free", summary["score_free_per_particle"])):
     assert sum(g["share"] * g[key] for g in groups) == pytest.approx(total, rel=1e-4, abs=1e-12)
+  # The profile by number of centres refines the groups (dilute: <= 2 centres, 0.222;
+  # dense: >= 7, 0.778) and its share-weighted means give back the same totals.
+  profile = summary["packing_profile"]
+  assert sum(b["share"] for b in profile) == pytest.approx(1.0)
+  for name, test in (("dilute", lambda b: b["packing"] <= 0.3),
+                     ("dense", lambda b: b["packing"] >= 0.7)):
+    assert sum(b["share"] for b in profile if test(b)) == pytest.approx(
+        summary["by_packing"][name]["share"])
+  for key, total in (("epr", summary["epr_per_particle"]),
+                     ("bound", summary["bound_per_particle"]),
+                     ("slaved_bound", summary["slaved_mode_bound_per_particle"]),
+                     ("score_free", summary["score_free_per_particle"])):
+    assert sum(b["share"] * b[key] for b in profile if b["share"] > 0) == pytest.approx(
+        total, rel=1e-4, abs=1e-12), key
+  assert "profile" in summary["transfer"]["N=160"]
   # The slaved-mode score alone: its bound 2 gamma sum_i (g_i . f_i - div_i f_i) - gamma
   # |f_i|^2 on the held-out states; the packing groups' means give back the total, and
   # the N = 160 transfer has its own row.
@@ -582,3 +597,29 @@ def test_correction_penalty_is_a_ridge_term_on_the_network_output(tmp_path):
                    RunDir(tmp_path), False)
   with pytest.raises(ValueError, match="correction_penalty"):
     penalised(net_params, x, None, key)
+
+
+def test_packing_profile_groups_particles_by_their_count_of_centres():
+  """Means per count of centres against a loop over the particles; empty counts give
+  None, ``None`` columns are left out, and bad packing values are refused."""
+  rng = np.random.default_rng(0)
+  counts = rng.integers(1, 8, size=(3, 50))
+  counts[counts == 4] = 5                                            # an empty count
+  packing = counts * am.PACKING_PER_CENTRE
+  values = rng.normal(size=(3, 50))
+  rows = am.packing_profile(packing, {"a": values, "b": None})
+  assert [r["centres"] for r in rows] == list(range(1, counts.max() + 1))
+  for r in rows:
+    assert set(r) == {"centres", "packing", "share", "a"}
+    picked = [v for c, v in zip(counts.ravel(), values.ravel()) if c == r["centres"]]
+    assert r["share"] == pytest.approx(len(picked) / counts.size)
+    assert r["a"] == (pytest.approx(sum(picked) / len(picked)) if picked else None)
+  assert rows[3]["a"] is None and rows[3]["share"] == 0
+  with pytest.raises(ValueError, match="multiples"):
+    am.packing_profile(packing + 0.05, {"a": values})
+  with pytest.raises(ValueError, match="multiples"):
+    am.packing_profile(np.zeros((3, 50)), {"a": values})
+  with pytest.raises(ValueError, match="column 'a'"):
+    am.packing_profile(packing, {"a": values[:, :3]})
+  with pytest.raises(ValueError, match="finite"):
+    am.packing_profile(np.full((3, 50), np.nan), {"a": values})
