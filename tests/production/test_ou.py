@@ -83,6 +83,18 @@ def test_trapped_aoup_closed_forms(x64, dim):
   assert abs(float(prod.ou_entropy_production(*prod.trapped_aoup(a, gamma, eps, 0.0, dim)))) < 1e-12
 
 
+def test_hypoelliptic_trapped_rate_is_the_trap_stiffness(x64):
+  """Without translational noise the trapped particle produces A d whatever its
+  activity v0 > 0 and persistence 1 / gamma (over four orders of magnitude of each): a
+  caged active particle produces in proportion to its cage's stiffness, which is the
+  phase-space contraction -div_x b_x = A d."""
+  for a in (0.05, 1.0, 20.0):
+    for gamma in (1e-4, 1e-2, 1.0):
+      for v0 in (0.025, 1.0, 10.0):
+        rate = float(prod.ou_entropy_production(*prod.trapped_aoup(a, gamma, 0.0, v0, 2)))
+        assert rate == pytest.approx(2 * a, rel=1e-8), (a, gamma, v0)
+
+
 def test_gradient_dynamics_produce_nothing(x64):
   """M = -D H with symmetric positive H satisfies detailed balance: zero production."""
   rng = np.random.default_rng(5)
