@@ -85,7 +85,7 @@ def test_trapped_aoup_closed_forms(x64, dim):
 
 def test_hypoelliptic_trapped_rate_is_the_trap_stiffness(x64):
   """Without translational noise the trapped particle produces A d whatever its
-  activity v0 > 0 and persistence 1 / gamma (over four orders of magnitude of each): a
+  activity v0 > 0 (0.025 to 10) and persistence 1 / gamma (gamma 1e-4 to 1): a
   caged active particle produces in proportion to its cage's stiffness, which is the
   phase-space contraction -div_x b_x = A d."""
   for a in (0.05, 1.0, 20.0):
