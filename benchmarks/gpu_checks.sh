@@ -10,7 +10,7 @@
 #      routines for DSE (measured on an H200: spectrum_routines_gpu_NVIDIA_H200.md);
 #   2. the active_matter experiment's paper preset (N = 4096 MIPS), run directory
 #      runs/active_matter_gpu (kept, so a second call with RESUME=1 continues it);
-#   3. benchmarks.bench_production on the GPU.
+#   3. benchmarks.bench_production and bench_score_training on the GPU.
 # Everything that comes back is packed into OUT_DIR/gpu_checks.tgz (plus the log).
 name=gpu_checks
 modules="jax flax optax orbax.checkpoint"
@@ -40,9 +40,10 @@ cp runs/active_matter_gpu/*.json runs/active_matter_gpu/*.md runs/active_matter_
 cp runs/active_matter_gpu/figures/*.png "$stage"/ 2>/dev/null
 
 if [ "$(left)" -gt 40 ]; then
-  echo "== bench_production" >>"$log"
-  timeout $(( $(left) - 15 )) python3 -m benchmarks --only production --out "$stage" >>"$log" 2>&1
-  echo "bench_production exit $?" >>"$log"
+  echo "== bench_production, bench_score_training" >>"$log"
+  timeout $(( $(left) - 15 )) python3 -m benchmarks --only production --only score_training \
+    --out "$stage" >>"$log" 2>&1
+  echo "bench_production, bench_score_training exit $?" >>"$log"
 fi
 tar czf "$out/gpu_checks.tgz" -C "$stage" . >>"$log" 2>&1
 echo "done after $(( $(date +%s) - start )) s" >>"$log"
