@@ -14,10 +14,16 @@ from typing import Mapping, Sequence
 
 
 def _fmt(value) -> str:
+  """A summary value as one table cell: floats to 4 significant digits, lists joined by
+  commas, records (mappings, e.g. one row of a profile) as ``(key value, ...)`` and
+  lists of records separated by semicolons."""
   if isinstance(value, float):
     return f"{value:.4g}"
+  if isinstance(value, Mapping):
+    return "(" + ", ".join(f"{k} {_fmt(v)}" for k, v in value.items()) + ")"
   if isinstance(value, (list, tuple)):
-    return ", ".join(_fmt(v) for v in value)
+    records = any(isinstance(v, Mapping) for v in value)
+    return ("; " if records else ", ").join(_fmt(v) for v in value)
   return str(value)
 
 
