@@ -26,8 +26,13 @@ CELL_TIMEOUT_S = 300
 def _kernel_env(monkeypatch):
   """The kernel inherits os.environ: CPU JAX, this repo importable, this env's kernels."""
   monkeypatch.setenv("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS") or "cpu")
-  if os.environ.get("XLA_FLAGS") is None:
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+  # The suite's flags (conftest.suite_xla_flags) less LLVM's optimisation level: the
+  # notebooks spend their time running compiled code (simulations, fits), not compiling
+  # it, and run as a user's kernel does (the active-particle notebook took 298 s at
+  # level 0 and 75 s at the default level here, on the 2-core CPU).
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_backend_optimization_level=")]
+  monkeypatch.setenv("XLA_FLAGS", " ".join(flags) or "--xla_force_host_platform_device_count=4")
   path = os.environ.get("PYTHONPATH")
   monkeypatch.setenv("PYTHONPATH", str(ROOT) + (os.pathsep + path if path else ""))
   # JUPYTER_PATH is searched before the user's and the system's kernel folders, so the
