@@ -514,6 +514,14 @@ def test_phase_fractions_of_an_ideal_gas_are_binomial_tails():
     active.phase_fractions(x, p, dense=0.2, dilute=0.3)
   with pytest.raises(ValueError, match="dilute"):
     active.packing_groups(x, p, dense=0.5, dilute=0.5)
+  # The same masks from packing fractions computed once (NumPy in, NumPy out).
+  local = np.stack([np.asarray(active.local_packing_fraction(z, p)) for z in x])
+  again = active.group_by_packing(local)
+  for name, mask in groups.items():
+    assert isinstance(again[name], np.ndarray)
+    np.testing.assert_array_equal(again[name], np.asarray(mask))
+  with pytest.raises(ValueError, match="dilute"):
+    active.group_by_packing(local, dense=0.3, dilute=0.4)
 
 
 def test_slab_start_is_a_periodic_triangular_slab_and_a_gas():
