@@ -504,7 +504,7 @@ def self_propulsion_bound_terms(g, f, div, gamma):
   Vanden-Eijnden, PNAS 2024, with the implicit score matching loss of Hyvarinen 2005).
 
   Plain array arithmetic, so NumPy inputs stay NumPy (and float64) and JAX inputs stay
-  JAX (jit- and vmap-able); the caller checks its inputs.
+  JAX (jit- and vmap-able). Shapes are checked, and ``gamma`` where it is concrete.
 
   Args:
     g: ``[..., N, d]`` self-propulsions.
@@ -517,6 +517,12 @@ def self_propulsion_bound_terms(g, f, div, gamma):
     ``[..., N]`` terms, nats per unit time; their sum over particles, averaged over
     states independent of ``f``'s fit, is a lower bound on the rate.
   """
+  g_shape, f_shape, div_shape = np.shape(g), np.shape(f), np.shape(div)
+  if len(g_shape) < 2 or f_shape != g_shape or div_shape != g_shape[:-1]:
+    raise ValueError(f"need g [..., N, d], f of the same shape and div [..., N]; got g "
+                     f"{g_shape}, f {f_shape}, div {div_shape}")
+  if _checks.is_concrete(jnp.asarray(gamma)) and not float(gamma) > 0:
+    raise ValueError(f"gamma must be > 0, got {gamma}")
   return gamma * (2.0 * ((g * f).sum(-1) - div) - (f * f).sum(-1))
 
 

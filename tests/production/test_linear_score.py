@@ -288,3 +288,9 @@ def test_bound_terms_from_a_field_match_the_bound_of_its_score(x64):
   np.testing.assert_allclose(terms, reference, rtol=1e-9, atol=1e-12)
   jitted = jax.jit(prod.self_propulsion_bound_terms)(x[:, 1], f, div, gamma)
   np.testing.assert_allclose(np.asarray(jitted), terms, rtol=1e-9)
+  with pytest.raises(ValueError, match="div"):
+    prod.self_propulsion_bound_terms(x[:, 1], f, div[:, :3], gamma)
+  with pytest.raises(ValueError, match="f of the same shape"):
+    prod.self_propulsion_bound_terms(x[:, 1], f[..., :1], div, gamma)
+  with pytest.raises(ValueError, match="gamma"):
+    prod.self_propulsion_bound_terms(x[:, 1], f, div, 0.0)
